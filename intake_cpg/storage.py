@@ -1,0 +1,371 @@
+"""The only module that talks to fsspec.
+
+:class:`Storage` wraps one gallery root (``s3://cellpainting-gallery``, a local mirror, a bucket
+on an S3-compatible endpoint) and gives the catalog what it needs and nothing more:
+
+* :meth:`Storage.ls`: one level of the tree, cached in memory with a TTL and, when a
+  ``cache_dir`` is given, on disk so that a second process does not list again;
+* :meth:`Storage.ls_many`: many levels at once, concurrently;
+* :meth:`Storage.info`: one HEAD request (size and ETag);
+* :meth:`Storage.url`: the fsspec URL of a key, for the readers that run on dask workers.
+
+Every request it makes is counted in :attr:`Storage.requests`, so tests and benchmarks can hold
+the catalog to its cost bounds.
+
+Public S3 buckets are read anonymously unless credentials are given, so ambient AWS credentials
+(environment, ``~/.aws``) are never picked up by accident.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+from fsspec.core import split_protocol
+
+from .errors import StorageError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Entry", "Storage", "redact", "DEFAULT_ROOT"]
+
+DEFAULT_ROOT = "s3://cellpainting-gallery"
+_CACHE_FORMAT = 1
+
+#: storage_options keys whose values are secrets (never logged, shown or frozen).
+SECRET_KEYS = frozenset(
+    {"key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key",
+     "aws_session_token", "session_token", "secret_access_key", "access_key_id"}
+)
+#: storage_options keys that mean "the caller brings credentials".
+_CREDENTIAL_KEYS = frozenset({"key", "secret", "token", "profile", "session", "anon"})
+
+
+def redact(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return a copy of ``options`` with secret values replaced by ``'***'`` (recursively).
+
+    >>> redact({"anon": False, "key": "AKIA...", "client_kwargs": {"aws_secret_access_key": "x"}})
+    {'anon': False, 'key': '***', 'client_kwargs': {'aws_secret_access_key': '***'}}
+    """
+    out: dict[str, Any] = {}
+    for k, v in (options or {}).items():
+        if k.lower() in SECRET_KEYS and v is not None:
+            out[k] = "***"
+        elif isinstance(v, Mapping):
+            out[k] = redact(v)
+        else:
+            out[k] = v
+    return out
+
+
+def effective_options(protocol: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Storage options as used: S3 without explicit credentials is anonymous.
+
+    >>> effective_options("s3", None)
+    {'anon': True}
+    >>> effective_options("s3", {"anon": False})
+    {'anon': False}
+    >>> effective_options("file", None)
+    {}
+    """
+    opts = dict(storage_options or {})
+    if protocol in ("s3", "s3a") and not (_CREDENTIAL_KEYS & set(opts)):
+        opts["anon"] = True
+    return opts
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One item of a listing: ``name`` is the last path segment, ``key`` is root-relative."""
+
+    name: str
+    key: str
+    is_dir: bool
+    size: int | None = None
+    etag: str | None = None
+
+    def to_json(self) -> list[Any]:
+        return [self.name, self.key, self.is_dir, self.size, self.etag]
+
+    @classmethod
+    def from_json(cls, row: list[Any]) -> Entry:
+        name, key, is_dir, size, etag = row
+        if not (isinstance(name, str) and isinstance(key, str) and isinstance(is_dir, bool)):
+            raise ValueError("bad cache row")
+        return cls(name, key, is_dir, size, etag)
+
+
+def _clean_etag(value: Any) -> str | None:
+    if not value:
+        return None
+    return str(value).strip('"')
+
+
+class Storage:
+    """One gallery root on any fsspec filesystem.
+
+    Parameters
+    ----------
+    urlpath:
+        The root, e.g. ``"s3://cellpainting-gallery"``, ``"/data/mirror"``,
+        ``"s3://my-bucket/prefix"``.
+    storage_options:
+        Passed to fsspec. For S3 without credentials, ``anon=True`` is added.
+    listing_ttl:
+        Seconds a listing stays valid in memory and on disk.
+    cache_dir:
+        Folder for the on-disk listing cache (shared between processes); ``None`` keeps
+        listings in memory only.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()); (d / "cpg0016-jump" / "source_4").mkdir(parents=True)
+    >>> st = Storage(str(d))
+    >>> [e.name for e in st.ls("")]
+    ['cpg0016-jump']
+    >>> st.requests["ls"]
+    1
+    >>> [e.name for e in st.ls("")]  # served from the cache
+    ['cpg0016-jump']
+    >>> st.requests["ls"]
+    1
+    """
+
+    def __init__(
+        self,
+        urlpath: str = DEFAULT_ROOT,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        listing_ttl: float = 3600.0,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if not isinstance(urlpath, str) or not urlpath.strip():
+            raise StorageError(f"gallery root must be a non-empty URL or path, got {urlpath!r}")
+        protocol, path = split_protocol(urlpath.rstrip("/") or "/")
+        self.protocol: str = protocol or "file"
+        if self.protocol == "file":
+            path = os.path.abspath(os.path.expanduser(path))
+        self.root_path: str = path.rstrip("/") if path != "/" else path
+        self.storage_options: dict[str, Any] = effective_options(self.protocol, storage_options)
+        self.listing_ttl = float(listing_ttl)
+        self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
+        self.requests: collections.Counter[str] = collections.Counter()
+        self._memory: dict[str, tuple[float, tuple[Entry, ...]]] = {}
+        self._lock = threading.Lock()
+        self._fs: fsspec.AbstractFileSystem | None = None
+
+    # -- identity -------------------------------------------------------------------------
+    @property
+    def root(self) -> str:
+        """The root as a URL (``s3://bucket/prefix`` or ``file:///abs/path``)."""
+        return f"{self.protocol}://{self.root_path}"
+
+    def __repr__(self) -> str:
+        return f"Storage({self.root!r}, storage_options={redact(self.storage_options)!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_fs"] = None
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The fsspec filesystem (created on first use; not pickled)."""
+        if self._fs is None:
+            self._fs = fsspec.filesystem(self.protocol, **self.storage_options)
+        return self._fs
+
+    def path(self, key: str) -> str:
+        """Filesystem path of a root-relative ``key``."""
+        key = key.strip("/")
+        if not key:
+            return self.root_path
+        return f"{self.root_path.rstrip('/')}/{key}"
+
+    def url(self, key: str) -> str:
+        """Full URL of a root-relative ``key`` (what readers on dask workers open)."""
+        return f"{self.protocol}://{self.path(key)}"
+
+    def key_of(self, path: str) -> str:
+        """Root-relative key of a filesystem path returned by fsspec."""
+        _, p = split_protocol(path)
+        base = self.root_path.rstrip("/") + "/"
+        if p.startswith(base):
+            return p[len(base):]
+        if p.rstrip("/") == self.root_path.rstrip("/"):
+            return ""
+        return p.lstrip("/")
+
+    # -- listing --------------------------------------------------------------------------
+    def _cache_file(self, prefix: str) -> str | None:
+        if self.cache_dir is None:
+            return None
+        ident = json.dumps([self.root, self.storage_options.get("client_kwargs", {}).get("endpoint_url"),
+                            self.storage_options.get("endpoint_url"), prefix], sort_keys=True, default=str)
+        digest = hashlib.sha256(ident.encode()).hexdigest()
+        return os.path.join(self.cache_dir, "listings", digest[:2], digest + ".json")
+
+    def _read_disk(self, prefix: str) -> tuple[float, tuple[Entry, ...]] | None:
+        fn = self._cache_file(prefix)
+        if fn is None or not os.path.exists(fn):
+            return None
+        try:
+            with open(fn, encoding="utf-8") as f:
+                doc = json.load(f)
+            if doc.get("format") != _CACHE_FORMAT or doc.get("root") != self.root or doc.get("prefix") != prefix:
+                raise ValueError("cache file is for another listing")
+            body = json.dumps(doc["entries"], sort_keys=True)
+            if hashlib.sha256(body.encode()).hexdigest() != doc.get("sha256"):
+                raise ValueError("checksum mismatch")
+            entries = tuple(Entry.from_json(r) for r in doc["entries"])
+            return float(doc["time"]), entries
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable listing cache %s (%s); listing again", fn, exc)
+            return None
+
+    def _write_disk(self, prefix: str, stamp: float, entries: tuple[Entry, ...]) -> None:
+        fn = self._cache_file(prefix)
+        if fn is None:
+            return
+        rows = [e.to_json() for e in entries]
+        body = json.dumps(rows, sort_keys=True)
+        doc = {"format": _CACHE_FORMAT, "root": self.root, "prefix": prefix, "time": stamp,
+               "sha256": hashlib.sha256(body.encode()).hexdigest(), "entries": rows}
+        try:
+            os.makedirs(os.path.dirname(fn), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(fn), prefix=".tmp-", suffix=".json")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(doc, f)
+            os.replace(tmp, fn)  # atomic: readers see the old or the new file, never half
+        except OSError as exc:  # a cache that cannot be written is not an error
+            log.warning("could not write listing cache %s: %s", fn, exc)
+
+    def _cached(self, prefix: str) -> tuple[Entry, ...] | None:
+        now = time.time()
+        hit = self._memory.get(prefix)
+        if hit is not None and now - hit[0] < self.listing_ttl:
+            return hit[1]
+        disk = self._read_disk(prefix)
+        if disk is not None and now - disk[0] < self.listing_ttl:
+            self._memory[prefix] = disk
+            return disk[1]
+        return None
+
+    def _store(self, prefix: str, entries: tuple[Entry, ...]) -> None:
+        stamp = time.time()
+        with self._lock:
+            self._memory[prefix] = (stamp, entries)
+        self._write_disk(prefix, stamp, entries)
+
+    def _to_entries(self, raw: Iterable[Mapping[str, Any]]) -> tuple[Entry, ...]:
+        out = []
+        for info in raw:
+            key = self.key_of(info["name"]).rstrip("/")
+            name = key.rsplit("/", 1)[-1]
+            if not name:
+                continue
+            is_dir = info.get("type") == "directory"
+            etag = None if is_dir else _clean_etag(info.get("ETag") or info.get("etag"))
+            size = None if is_dir else info.get("size")
+            out.append(Entry(name, key, is_dir, size, etag))
+        return tuple(sorted(set(out), key=lambda e: e.name))
+
+    def _list_remote(self, prefix: str) -> tuple[Entry, ...]:
+        self.requests["ls"] += 1
+        path = self.path(prefix)
+        log.debug("listing %s", self.url(prefix))
+        try:
+            raw = self.fs.ls(path, detail=True, refresh=True) if self.protocol in ("s3", "s3a") else self.fs.ls(path, detail=True)
+        except FileNotFoundError:
+            return ()
+        except NotADirectoryError:
+            return ()
+        except PermissionError as exc:
+            raise StorageError(f"permission denied listing {self.url(prefix)}: {exc}. "
+                               "For a private bucket pass credentials in storage_options.") from exc
+        except OSError as exc:
+            raise StorageError(f"could not list {self.url(prefix)}: {exc}") from exc
+        return self._to_entries(raw)
+
+    def ls(self, prefix: str = "", *, refresh: bool = False) -> tuple[Entry, ...]:
+        """List one level below ``prefix`` (root-relative). A missing prefix lists as empty."""
+        prefix = prefix.strip("/")
+        if not refresh:
+            hit = self._cached(prefix)
+            if hit is not None:
+                return hit
+        entries = self._list_remote(prefix)
+        self._store(prefix, entries)
+        return entries
+
+    def ls_many(self, prefixes: Iterable[str], *, refresh: bool = False,
+                max_workers: int = 16) -> dict[str, tuple[Entry, ...]]:
+        """List many prefixes, concurrently for those not in the cache."""
+        wanted = list(dict.fromkeys(p.strip("/") for p in prefixes))
+        out: dict[str, tuple[Entry, ...]] = {}
+        todo = []
+        for p in wanted:
+            hit = None if refresh else self._cached(p)
+            if hit is None:
+                todo.append(p)
+            else:
+                out[p] = hit
+        if len(todo) == 1:
+            out[todo[0]] = self.ls(todo[0], refresh=True)
+        elif todo:
+            with ThreadPoolExecutor(max_workers=min(max_workers, len(todo))) as pool:
+                for p, entries in zip(todo, pool.map(self._list_remote, todo), strict=True):
+                    self._store(p, entries)
+                    out[p] = entries
+        return {p: out[p] for p in wanted}
+
+    def refresh(self) -> None:
+        """Forget every cached listing (memory and disk) for this root."""
+        with self._lock:
+            prefixes = list(self._memory)
+            self._memory.clear()
+        for p in prefixes:
+            fn = self._cache_file(p)
+            if fn and os.path.exists(fn):
+                try:
+                    os.remove(fn)
+                except OSError:
+                    pass
+        if self._fs is not None and hasattr(self._fs, "invalidate_cache"):
+            self._fs.invalidate_cache()
+
+    # -- objects --------------------------------------------------------------------------
+    def info(self, key: str) -> dict[str, Any]:
+        """HEAD one object: returns ``{"key", "url", "size", "etag"}``."""
+        self.requests["head"] += 1
+        try:
+            if self.protocol in ("s3", "s3a"):
+                raw = self.fs.info(self.path(key), refresh=True)
+            else:
+                raw = self.fs.info(self.path(key))
+        except FileNotFoundError as exc:
+            raise StorageError(f"no object at {self.url(key)}") from exc
+        except OSError as exc:
+            raise StorageError(f"could not read the metadata of {self.url(key)}: {exc}") from exc
+        return {"key": key, "url": self.url(key), "size": raw.get("size"),
+                "etag": _clean_etag(raw.get("ETag") or raw.get("etag"))}
+
+    def open(self, key: str, mode: str = "rb", **kwargs: Any) -> Any:
+        """Open one object (a file-like object, to be used as a context manager)."""
+        self.requests["open"] += 1
+        return self.fs.open(self.path(key), mode, **kwargs)
