@@ -14,18 +14,33 @@ number of parts and the object size (:func:`etag_part_size`).
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
-from typing import BinaryIO
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from .errors import EtagMismatchError, StorageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
+
+    from .manifest import ManifestRecord
+    from .storage import Storage
 
 __all__ = [
     "COMMON_PART_SIZES",
+    "EtagHasher",
+    "ObjectCheck",
+    "check_object",
     "compute_etag",
+    "verify_manifest",
+    "verify_object",
     "etag_part_count",
     "etag_part_size",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 #: Part sizes uploaders commonly use: S3 minimum, aws cli default, s3fs 50 MiB, and others.
@@ -34,14 +49,58 @@ COMMON_PART_SIZES: tuple[int, ...] = (5 * MiB, 8 * MiB, 16 * MiB, 50 * MiB, 64 *
 _READ_CHUNK = 1 * MiB
 
 
-def _as_stream(data: bytes | bytearray | memoryview | BinaryIO) -> BinaryIO:
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return io.BytesIO(bytes(data))
-    if not hasattr(data, "read"):
-        raise TypeError(
-            f"compute_etag expects bytes or a binary file object, got {type(data).__name__}"
-        )
-    return data
+class EtagHasher:
+    """Incremental S3 ETag of a byte stream for one part size (None: plain MD5).
+
+    >>> h = EtagHasher(part_size=4); h.update(b"abcd"); h.update(b"efgh"); h.hexdigest()
+    'cb93ad6c9c920e2602b79a11ded63ddb-2'
+    """
+
+    def __init__(self, part_size: int | None = None) -> None:
+        if part_size is not None and part_size <= 0:
+            raise ValueError(f"part_size must be a positive number of bytes, got {part_size!r}")
+        self.part_size = part_size
+        self._whole = hashlib.md5(usedforsecurity=False)
+        self._part = hashlib.md5(usedforsecurity=False)
+        self._in_part = 0
+        self._digests: list[bytes] = []
+
+    def update(self, chunk: bytes) -> None:
+        """Feed the next bytes of the object."""
+        self._whole.update(chunk)
+        if self.part_size is None:
+            return
+        view = memoryview(chunk)
+        while view:
+            take = min(len(view), self.part_size - self._in_part)
+            self._part.update(view[:take])
+            self._in_part += take
+            view = view[take:]
+            if self._in_part == self.part_size:
+                self._digests.append(self._part.digest())
+                self._part = hashlib.md5(usedforsecurity=False)
+                self._in_part = 0
+
+    def hexdigest(self) -> str:
+        """The ETag of everything fed so far."""
+        digests = list(self._digests)
+        if self._in_part or not digests:
+            digests.append(self._part.digest())
+        if self.part_size is None or len(digests) == 1:
+            return self._whole.hexdigest()
+        joined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
+        return f"{joined}-{len(digests)}"
+
+
+def hash_stream(stream: BinaryIO, hashers: Iterable[EtagHasher]) -> int:
+    """Feed ``stream`` to its end into every hasher in one pass; return the byte count."""
+    hashers = list(hashers)
+    total = 0
+    while chunk := stream.read(_READ_CHUNK):
+        total += len(chunk)
+        for h in hashers:
+            h.update(chunk)
+    return total
 
 
 def compute_etag(
@@ -63,34 +122,16 @@ def compute_etag(
     >>> compute_etag(b"abcdefg", part_size=3) == hashlib.md5(parts).hexdigest() + "-3"
     True
     """
-    if part_size is not None and part_size <= 0:
-        raise ValueError(f"part_size must be a positive number of bytes, got {part_size!r}")
-    stream = _as_stream(data)
-    whole = hashlib.md5(usedforsecurity=False)
-    if part_size is None:
-        while chunk := stream.read(_READ_CHUNK):
-            whole.update(chunk)
-        return whole.hexdigest()
-
-    digests: list[bytes] = []
-    part = hashlib.md5(usedforsecurity=False)
-    in_part = 0
-    while True:
-        chunk = stream.read(min(_READ_CHUNK, part_size - in_part))
-        if not chunk:
-            break
-        part.update(chunk)
-        whole.update(chunk)
-        in_part += len(chunk)
-        if in_part == part_size:
-            digests.append(part.digest())
-            part = hashlib.md5(usedforsecurity=False)
-            in_part = 0
-    if in_part or not digests:
-        digests.append(part.digest())
-    if len(digests) == 1:
-        return whole.hexdigest()
-    return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
+    hasher = EtagHasher(part_size)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        hasher.update(bytes(data))
+    elif hasattr(data, "read"):
+        hash_stream(data, [hasher])
+    else:
+        raise TypeError(
+            f"compute_etag expects bytes or a binary file object, got {type(data).__name__}"
+        )
+    return hasher.hexdigest()
 
 
 def etag_part_count(etag: str) -> int:
@@ -136,3 +177,197 @@ def etag_part_size(etag: str, size: int) -> list[int]:
         if p > 0 and -(-size // p) == n and p not in candidates:
             candidates.append(p)
     return candidates
+
+
+# -- verification -------------------------------------------------------------------------
+#: Result statuses of :func:`check_object` / :func:`verify_manifest`.
+STATUSES = ("ok", "mismatch", "missing", "no-etag", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectCheck:
+    """Outcome of checking one object against its expected ETag."""
+
+    url: str
+    expected: str | None
+    found: str | None
+    status: str
+    message: str = ""
+
+
+def _normalise(etag: str | None) -> str | None:
+    return etag.strip().strip('"').lower() if etag else None
+
+
+def deep_etag(storage: Storage, key: str, expected: str | None, size: int | None = None) -> str:
+    """Recompute an object's ETag from its bytes, in one streaming pass.
+
+    For a multipart ``expected`` ETag every part size consistent with its part count and
+    the object size is tried at once (:func:`etag_part_size`); the matching one is returned,
+    else the ETag for the most likely part size (a mismatch).
+    """
+    if size is None:
+        size = storage.info(key)["size"]
+    sizes = etag_part_size(expected, int(size)) if expected and size is not None else []
+    hashers = [EtagHasher(p) for p in sizes] or [EtagHasher(None)]
+    with storage.open(key) as f:
+        hash_stream(f, hashers)
+    found = [h.hexdigest() for h in hashers]
+    want = _normalise(expected)
+    return want if want in found else found[0]
+
+
+def _storage_for(
+    storage_or_url: Storage | str, storage_options: Mapping[str, Any] | None
+) -> Storage:
+    from .storage import Storage
+
+    if isinstance(storage_or_url, Storage):
+        return storage_or_url
+    return Storage(storage_or_url, storage_options)
+
+
+def check_object(
+    storage_or_url: Storage | str,
+    key: str,
+    expected_etag: str | None,
+    *,
+    deep: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> ObjectCheck:
+    """Check one object against ``expected_etag`` and report, never raising for the object.
+
+    ``storage_or_url`` is a :class:`~intake_cpg.storage.Storage` or a root URL, ``key`` is
+    relative to it. Without ``deep`` the ETag the server reports (one HEAD request) is
+    compared; with ``deep`` the ETag is recomputed from the bytes, which also works for
+    local copies and mirrors that do not keep S3 ETags.
+    """
+    storage = _storage_for(storage_or_url, storage_options)
+    url = storage.url(key)
+    expected = _normalise(expected_etag)
+    try:
+        info = storage.info(key)
+    except StorageError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            return ObjectCheck(url, expected, None, "missing", f"no object at {url}")
+        return ObjectCheck(url, expected, None, "error", str(exc))
+    if expected is None:
+        return ObjectCheck(url, None, info["etag"], "no-etag", "the manifest records no ETag")
+    try:
+        found = (
+            deep_etag(storage, key, expected, info["size"]) if deep else _normalise(info["etag"])
+        )
+    except (OSError, ValueError) as exc:
+        return ObjectCheck(url, expected, None, "error", f"could not read {url}: {exc}")
+    if found is None:
+        return ObjectCheck(
+            url,
+            expected,
+            None,
+            "error",
+            f"{url} has no ETag (local files and some mirrors do not keep one); "
+            "use deep=True to recompute it from the bytes",
+        )
+    if found != expected:
+        return ObjectCheck(
+            url,
+            expected,
+            found,
+            "mismatch",
+            f"ETag of {url} is {found!r}, the manifest expects {expected!r}",
+        )
+    return ObjectCheck(url, expected, found, "ok")
+
+
+def verify_object(
+    storage_or_url: Storage | str,
+    key: str,
+    expected_etag: str,
+    deep: bool = False,
+    *,
+    subset: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> str:
+    """Return the object's ETag if it matches ``expected_etag``, else raise.
+
+    Raises :class:`~intake_cpg.errors.EtagMismatchError` (naming subset, URL, expected and
+    found) when the ETags differ, :class:`~intake_cpg.errors.StorageError` when the object
+    cannot be reached.
+
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp(); _ = open(os.path.join(d, "x.bin"), "wb").write(b"hello")
+    >>> verify_object(d, "x.bin", "5d41402abc4b2a76b9719d911017c592", deep=True)
+    '5d41402abc4b2a76b9719d911017c592'
+    >>> verify_object(d, "x.bin", "0" * 32, deep=True, subset="demo")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    intake_cpg.errors.EtagMismatchError: subset 'demo': ETag mismatch for file://.../x.bin: ...
+    """
+    check = check_object(
+        storage_or_url, key, expected_etag, deep=deep, storage_options=storage_options
+    )
+    label = f"subset {subset!r}: " if subset else ""
+    if check.status == "mismatch":
+        raise EtagMismatchError(
+            f"{label}ETag mismatch for {check.url}: expected {check.expected!r}, found "
+            f"{check.found!r}. The object changed since the manifest was written; use a "
+            "manifest that matches the data or pass verify=False to load it anyway"
+        )
+    if check.status in ("missing", "error"):
+        raise StorageError(f"{label}cannot verify {check.url}: {check.message}")
+    if check.status == "no-etag":
+        raise ValueError(f"{label}no expected ETag given for {check.url}")
+    return check.found or ""
+
+
+def verify_manifest(
+    urlpath_or_records: str | Sequence[ManifestRecord],
+    root: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    deep: bool = False,
+    max_workers: int = 8,
+) -> pandas.DataFrame:
+    """Check every record of a manifest against the objects it points at, concurrently.
+
+    Returns one row per record with columns ``subset, url, expected, found, status,
+    message``; ``status`` is one of ``ok``, ``mismatch``, ``missing``, ``no-etag``,
+    ``error``. ``root`` checks a mirror instead of the recorded location (same keys), and
+    ``deep`` recomputes ETags from the bytes (needed for local copies).
+    """
+    import pandas
+
+    from .manifest import read_manifest
+
+    if isinstance(urlpath_or_records, str):
+        records = read_manifest(urlpath_or_records, storage_options)
+    else:
+        records = tuple(urlpath_or_records)
+    storages: dict[str, Storage] = {}
+    for rec in records:
+        base = rec.storage_root(root)
+        if base not in storages:
+            storages[base] = _storage_for(base, storage_options)
+
+    def one(rec: ManifestRecord) -> dict[str, Any]:
+        storage = storages[rec.storage_root(root)]
+        try:
+            check = check_object(storage, rec.key, rec.etag, deep=deep)
+        except Exception as exc:  # one bad record must not hide the others' results
+            log.warning("checking %s failed: %s", rec.subset, exc)
+            check = ObjectCheck(rec.resolve(root), rec.etag, None, "error", repr(exc))
+        return {
+            "subset": rec.subset,
+            "url": check.url,
+            "expected": check.expected,
+            "found": check.found,
+            "status": check.status,
+            "message": check.message,
+        }
+
+    workers = max(1, min(int(max_workers), len(records) or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        rows = list(pool.map(one, records))
+    columns = ["subset", "url", "expected", "found", "status", "message"]
+    frame = pandas.DataFrame(rows, columns=columns)
+    log.info("verified %d objects: %s", len(frame), frame["status"].value_counts().to_dict())
+    return frame
