@@ -1,0 +1,40 @@
+"""Catalog entries shared by the intake-cpg catalogs.
+
+:class:`CPGEntry` is a :class:`~intake.catalog.local.LocalCatalogEntry` that silences one
+bogus warning: intake 2.0.9 checks every string user-parameter default for ``shell(...)``
+and warns "Shell command not executed due to getshell=False" even when the default is a
+plain string (intake issue 887). Only that exact warning is filtered, only while the
+entry's open arguments are built; every other warning still shows.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from intake.catalog.local import LocalCatalogEntry
+
+__all__ = ["CPGEntry"]
+
+_SHELL_WARNING = "Shell command not executed due to getshell=False"
+
+
+class CPGEntry(LocalCatalogEntry):
+    """A ``LocalCatalogEntry`` without intake's bogus "Shell command not executed" warning.
+
+    >>> import warnings
+    >>> from intake.catalog.local import UserParameter
+    >>> from intake.source.textfiles import TextFilesSource
+    >>> up = UserParameter(name="pattern", description="files", type="str", default="*.txt")
+    >>> entry = CPGEntry(name="t", description="", driver=TextFilesSource,
+    ...                  args={"urlpath": "{{ pattern }}"}, parameters=[up])
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error")
+    ...     entry.get()._captured_init_kwargs["urlpath"]
+    '*.txt'
+    """
+
+    def _create_open_args(self, user_parameters: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_SHELL_WARNING, category=UserWarning)
+            return super()._create_open_args(user_parameters)
