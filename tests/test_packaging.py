@@ -416,13 +416,15 @@ def test_built_conda_package(built_conda: Path, expected: PackageFacts) -> None:
     pkg, info = parts["pkg"], parts["info"]
 
     # noarch python layout: site-packages/ at the root, no interpreter-specific folders or scripts
+    # every module and data file of the working tree (package_data: data/**, py.typed)
     sources = sorted(
         p.relative_to(REPO).as_posix()
-        for p in (REPO / "intake_cpg").rglob("*.py")
-        if "__pycache__" not in p.parts
+        for p in (REPO / "intake_cpg").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
     )
-    for source in sources:
-        assert f"site-packages/{source}" in pkg, f"{source} missing from the package"
+    assert "intake_cpg/py.typed" in sources
+    missing = [source for source in sources if f"site-packages/{source}" not in pkg]
+    assert not missing, f"files missing from the package: {missing}"
     init = pkg["site-packages/intake_cpg/__init__.py"]
     assert init == (REPO / "intake_cpg" / "__init__.py").read_bytes()
     assert not [name for name in pkg if not name.startswith("site-packages/")]
