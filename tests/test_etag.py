@@ -10,8 +10,8 @@ import pytest
 
 from intake_cpg.errors import EtagMismatchError, StorageError
 from intake_cpg.etag import (
-    MiB,
     EtagHasher,
+    MiB,
     check_object,
     compute_etag,
     etag_part_count,
@@ -96,10 +96,17 @@ def test_real_multipart_upload_etag(s3_admin, make_bucket, s3_options):
 
 def test_verify_object_local(tmp_path):
     (tmp_path / "a").mkdir()
-    data = os.urandom(5000)
+    data = os.urandom(17 * MiB)
     (tmp_path / "a" / "x.bin").write_bytes(data)
-    good = compute_etag(data, part_size=2048)  # "-3"
+    good = compute_etag(data, part_size=8 * MiB)  # aws cli default: "-3"
+    assert good.endswith("-3")
     assert verify_object(str(tmp_path), "a/x.bin", good, deep=True) == good
+    # an uploader part size that no rule predicts cannot be inferred: reported, not hidden
+    odd = compute_etag(data, part_size=6 * MiB + 1)
+    assert (
+        odd.endswith("-3")
+        and check_object(str(tmp_path), "a/x.bin", odd, deep=True).status == "mismatch"
+    )
     with pytest.raises(EtagMismatchError) as err:
         verify_object(str(tmp_path), "a/x.bin", "0" * 32, deep=True, subset="demo")
     msg = str(err.value)
