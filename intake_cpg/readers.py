@@ -1,0 +1,707 @@
+"""Reading one gallery table file into pandas: formats, dtypes, schema alignment.
+
+This module knows file formats and column rules; it knows nothing about Intake or dask.
+:mod:`intake_cpg.sources` builds the dask graph from it. Everything here is either pure
+(works on names, dtypes and DataFrames) or reads exactly one file through fsspec.
+
+Rules applied to every table, whatever its format:
+
+* every ``Metadata_*`` column, and the deep-learning tables' ``source, batch, plate, well``,
+  is a string (:data:`STRING_DTYPE`), so the plate ``1053601756`` never becomes an integer;
+* numbers in text files are ``float64`` (a sample of rows cannot prove that a later row is
+  not empty), numbers in parquet keep their stored type;
+* list-typed (embedding) columns stay lists unless expansion is asked for.
+
+>>> detect_format("s3://b/p/BR1/BR1_normalized.csv.gz")
+FileFormat(kind='text', sep=',', compression='gzip')
+>>> is_string_column("Metadata_Plate"), is_string_column("plate"), is_string_column("Cells_Area")
+(True, True, False)
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import io
+import logging
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from .errors import DataReadError, ParameterError, SchemaMismatchError, close_matches
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FileFormat",
+    "FileSchema",
+    "ReadPlan",
+    "SCHEMA_MODES",
+    "STRING_DTYPE",
+    "apply_filters",
+    "combine_schemas",
+    "detect_format",
+    "expand_list_columns",
+    "filter_columns",
+    "gallery_path",
+    "is_string_column",
+    "path_fields",
+    "read_file",
+    "read_partition",
+    "read_schema",
+]
+
+#: The one string dtype of every string column, in meta and in partitions: ``string[pyarrow]``,
+#: the dtype dask's string conversion gives, so ``read_partition`` and ``to_dask`` agree.
+STRING_DTYPE = pd.StringDtype("pyarrow")
+#: Lower-case metadata columns of the deep-learning profiles.
+DL_STRING_COLUMNS = frozenset({"source", "batch", "plate", "well", "site"})
+#: Schema modes of :class:`~intake_cpg.sources.ProfilesSource`.
+SCHEMA_MODES = ("strict", "first", "union", "intersection")
+#: Output column -> :class:`~intake_cpg.layout.GalleryPath` field, for path-derived metadata.
+PATH_COLUMNS: Mapping[str, str] = {
+    "Metadata_Source": "source",
+    "Metadata_Batch": "batch",
+    "Metadata_Plate": "plate",
+}
+#: Bytes of a text file read to learn its columns and dtypes.
+TEXT_SAMPLE_BYTES = 256 * 1024
+
+_COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
+_TEXT_SEPS = {"csv": ",", "tsv": "\t", "txt": "\t"}
+_FORMAT_NAMES = ("parquet", "csv", "csv.gz", "tsv", "tsv.gz", "txt", "txt.gz")
+_READ_ERRORS: tuple[type[BaseException], ...] = (
+    pa.ArrowException,
+    pd.errors.EmptyDataError,
+    pd.errors.ParserError,
+    UnicodeDecodeError,
+    gzip.BadGzipFile,
+    zlib.error,
+    EOFError,
+    ValueError,
+    OSError,
+)
+
+
+def is_string_column(name: str) -> bool:
+    """True for columns that must be strings: ``Metadata_*`` and the DL tables' id columns.
+
+    >>> is_string_column("Metadata_Well"), is_string_column("well"), is_string_column("Nuclei_Area")
+    (True, True, False)
+    """
+    return name.startswith("Metadata_") or name in DL_STRING_COLUMNS
+
+
+@dataclass(frozen=True, slots=True)
+class FileFormat:
+    """How a file is decoded: ``kind`` is ``"parquet"`` or ``"text"``."""
+
+    kind: Literal["parquet", "text"]
+    sep: str | None = None
+    compression: str | None = None
+
+
+def detect_format(url: str, format: str | None = None) -> FileFormat:
+    """The format of ``url`` from its extension, or from ``format`` when given.
+
+    ``.txt`` and ``.tsv`` are tab separated (the gallery's platemaps); ``.gz``, ``.bz2``,
+    ``.xz`` and ``.zst`` are decompressed.
+
+    >>> detect_format("platemap/C-7161-01-LM6-001.txt")
+    FileFormat(kind='text', sep='\\t', compression=None)
+    >>> detect_format("x.parquet")
+    FileFormat(kind='parquet', sep=None, compression=None)
+    >>> detect_format("x.data", format="csv")
+    FileFormat(kind='text', sep=',', compression=None)
+    >>> detect_format("x.npz")
+    Traceback (most recent call last):
+    ...
+    intake_cpg.errors.ParameterError: cannot tell the format of 'x.npz' from its extension; expected .parquet, .csv, .csv.gz, .tsv or .txt (tab separated); pass format= one of 'parquet', 'csv', 'csv.gz', 'tsv', 'tsv.gz', 'txt', 'txt.gz'
+    """
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1].lower()
+    compression = None
+    for ext, comp in _COMPRESSIONS.items():
+        if name.endswith(ext):
+            compression, name = comp, name[: -len(ext)]
+            break
+    if format is not None:
+        fmt = format.lower().lstrip(".")
+        if fmt not in _FORMAT_NAMES:
+            raise ParameterError(
+                f"unknown format={format!r}; expected one of {', '.join(map(repr, _FORMAT_NAMES))}"
+            )
+        if fmt.endswith(".gz"):
+            fmt, compression = fmt[:-3], "gzip"
+        ext = fmt
+    else:
+        ext = name.rsplit(".", 1)[-1] if "." in name else ""
+        if ext == "pq":
+            ext = "parquet"
+    if ext == "parquet":
+        return FileFormat("parquet")
+    if ext in _TEXT_SEPS:
+        return FileFormat("text", _TEXT_SEPS[ext], compression)
+    raise ParameterError(
+        f"cannot tell the format of {url!r} from its extension; expected .parquet, .csv, .csv.gz, "
+        f".tsv or .txt (tab separated); pass format= one of {', '.join(map(repr, _FORMAT_NAMES))}"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# schemas
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class FileSchema:
+    """Columns and pandas dtypes of one file, learnt from its footer or header.
+
+    ``list_widths`` maps each list-typed column to its length when known (fixed-size lists,
+    or the first row when that was read), else ``None``.
+    """
+
+    url: str
+    dtypes: Mapping[str, Any]
+    list_widths: Mapping[str, int | None] = field(default_factory=dict)
+    num_rows: int | None = None
+    list_dtypes: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.dtypes)
+
+
+def _open_fs(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
+    from .storage import effective_options
+
+    protocol = fsspec.core.split_protocol(url)[0] or "file"
+    return fsspec.core.url_to_fs(url, **effective_options(protocol, storage_options))
+
+
+def _arrow_string_safe(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with every string column (see :func:`is_string_column`) typed string."""
+    fields = []
+    for f in schema:
+        if is_string_column(f.name) and not pa.types.is_string(f.type):
+            f = f.with_type(pa.string())
+        fields.append(f)
+    return pa.schema(fields)
+
+
+def _pandas_dtypes(schema: pa.Schema) -> dict[str, Any]:
+    schema = _arrow_string_safe(schema)
+    empty = schema.empty_table().to_pandas()
+    out: dict[str, Any] = {}
+    for f in schema:
+        dt = empty[f.name].dtype
+        if (
+            is_string_column(f.name)
+            or pa.types.is_string(f.type)
+            or pa.types.is_large_string(f.type)
+        ):
+            dt = STRING_DTYPE
+        out[f.name] = dt
+    return out
+
+
+def _list_dtypes(schema: pa.Schema) -> dict[str, np.dtype]:
+    out = {}
+    for f in schema:
+        if (
+            pa.types.is_list(f.type)
+            or pa.types.is_large_list(f.type)
+            or pa.types.is_fixed_size_list(f.type)
+        ):
+            vt = f.type.value_type
+            out[f.name] = (
+                np.dtype(vt.to_pandas_dtype()) if pa.types.is_floating(vt) else np.dtype("float64")
+            )
+    return out
+
+
+def _list_widths(schema: pa.Schema) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for f in schema:
+        if pa.types.is_fixed_size_list(f.type):
+            out[f.name] = f.type.list_size
+        elif pa.types.is_list(f.type) or pa.types.is_large_list(f.type):
+            out[f.name] = None
+    return out
+
+
+def _text_dtypes(sample: pd.DataFrame) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, dt in sample.dtypes.items():
+        if is_string_column(str(name)):
+            out[str(name)] = STRING_DTYPE
+        elif pd.api.types.is_bool_dtype(dt):
+            out[str(name)] = pd.BooleanDtype()
+        elif pd.api.types.is_numeric_dtype(dt):
+            out[str(name)] = np.dtype("float64")
+        else:
+            out[str(name)] = STRING_DTYPE
+    return out
+
+
+def _data_error(url: str, fmt: FileFormat, exc: BaseException) -> DataReadError:
+    kind = "parquet" if fmt.kind == "parquet" else f"{fmt.compression or 'plain'} text"
+    return DataReadError(
+        f"cannot read {url} as {kind}: {type(exc).__name__}: {exc}. The file may be truncated, "
+        "empty or in another format; check it (e.g. its size and ETag against the manifest), or "
+        "pass format= if the extension is misleading."
+    )
+
+
+def read_schema(
+    url: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    format: str | None = None,
+    list_widths: bool = False,
+    sample_bytes: int = TEXT_SAMPLE_BYTES,
+) -> FileSchema:
+    """Columns and dtypes of one file, reading only its parquet footer or text header.
+
+    A parquet footer costs about 600 bytes per column (a 4,765-column plate: ~3 MB); a text
+    header read takes the first ``sample_bytes`` (uncompressed) to infer dtypes. With
+    ``list_widths=True`` the first row of each variable-length list column is read too.
+    """
+    fmt = detect_format(url, format)
+    fs, path = _open_fs(url, storage_options)
+    try:
+        if fmt.kind == "parquet":
+            with fs.open(path, "rb", cache_type="none") as fh:
+                frag = ds.ParquetFileFormat().make_fragment(fh)
+                schema = frag.physical_schema
+                widths = _list_widths(schema)
+                num_rows = frag.metadata.num_rows
+                if list_widths and any(w is None for w in widths.values()):
+                    pf = pq.ParquetFile(fh)
+                    todo = [c for c, w in widths.items() if w is None]
+                    first = next(pf.iter_batches(batch_size=1, columns=todo), None)
+                    if first is not None and first.num_rows:
+                        for c in todo:
+                            value = first.column(c)[0]
+                            widths[c] = len(value) if value.is_valid else None
+            return FileSchema(url, _pandas_dtypes(schema), widths, num_rows, _list_dtypes(schema))
+        with fs.open(path, "rb", compression=fmt.compression, block_size=sample_bytes) as fh:
+            data = fh.read(sample_bytes)
+            complete = len(fh.read(1)) == 0
+        if not complete and b"\n" in data:
+            data = data[: data.rindex(b"\n") + 1]
+        sample = _read_text_bytes(data, fmt, names=None)
+        return FileSchema(url, _text_dtypes(sample), {}, len(sample) if complete else None)
+    except FileNotFoundError:
+        raise
+    except _READ_ERRORS as exc:
+        raise _data_error(url, fmt, exc) from exc
+
+
+def _read_text_bytes(
+    data: bytes,
+    fmt: FileFormat,
+    names: Sequence[str] | None,
+    dtypes: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Decode (already decompressed) text; string columns stay strings."""
+    header = pd.read_csv(io.BytesIO(data), sep=fmt.sep, nrows=0)
+    cols = [str(c) for c in header.columns]
+    dtype: dict[str, Any] = {c: str for c in cols if is_string_column(c)}
+    for c, dt in (dtypes or {}).items():
+        if c in cols and not is_string_column(c):
+            dtype[c] = "float64" if pd.api.types.is_float_dtype(dt) else dt
+    usecols: Callable[[str], bool] | None = None
+    if names is not None:
+        wanted = set(names)
+        usecols = lambda c: c in wanted  # noqa: E731
+    return pd.read_csv(
+        io.BytesIO(data), sep=fmt.sep, dtype=dtype, usecols=usecols, low_memory=False
+    )
+
+
+def combine_schemas(schemas: Sequence[FileSchema], mode: str) -> dict[str, Any]:
+    """The expected columns and dtypes of several files under ``mode``.
+
+    ``"union"``: every column of every file, in first-seen order; ``"intersection"``: the
+    columns of every file, in the first file's order; ``"strict"`` and ``"first"``: the first
+    file's. Numeric dtypes that differ are promoted (``float32`` + ``float64`` -> ``float64``);
+    other conflicts become strings.
+
+    >>> a = FileSchema("a", {"x": np.dtype("float32"), "y": np.dtype("float32")})
+    >>> b = FileSchema("b", {"x": np.dtype("float64"), "z": np.dtype("float64")})
+    >>> combine_schemas([a, b], "union")
+    {'x': dtype('float64'), 'y': dtype('float32'), 'z': dtype('float64')}
+    >>> combine_schemas([a, b], "intersection")
+    {'x': dtype('float64')}
+    """
+    if mode not in SCHEMA_MODES:
+        raise ParameterError(f"unknown schema={mode!r}; expected one of {', '.join(SCHEMA_MODES)}")
+    if not schemas:
+        return {}
+    if mode in ("strict", "first"):
+        return dict(schemas[0].dtypes)
+    out: dict[str, Any] = {}
+    for s in schemas:
+        for c, dt in s.dtypes.items():
+            out[c] = dt if c not in out else _promote(out[c], dt)
+    if mode == "intersection":
+        common = set.intersection(*(set(s.columns) for s in schemas))
+        out = {c: out[c] for c in schemas[0].columns if c in common}
+    return out
+
+
+def _promote(a: Any, b: Any) -> Any:
+    if a == b:
+        return a
+    if isinstance(a, np.dtype) and isinstance(b, np.dtype) and a.kind in "iuf" and b.kind in "iuf":
+        return np.result_type(a, b)
+    return STRING_DTYPE if a == STRING_DTYPE or b == STRING_DTYPE else np.dtype(object)
+
+
+# --------------------------------------------------------------------------------------
+# pure transformations
+# --------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4096)
+def gallery_path(url: str) -> Any:
+    """The :class:`~intake_cpg.layout.GalleryPath` of ``url``, or ``None`` outside the layout.
+
+    The gallery may sit under any prefix (``s3://bucket/mirror/``, a local folder), so the
+    path's suffixes are tried from the longest down until one parses as a known product.
+
+    >>> gallery_path("/data/mirror/cpg0016-jump/source_4/workspace/profiles/B1/P1/P1.parquet").plate
+    'P1'
+    >>> gallery_path("/tmp/table.csv") is None
+    True
+    """
+    from .errors import CPGError
+    from .layout import parse_key
+
+    path = fsspec.core.split_protocol(url.split("?", 1)[0])[1]
+    segs = [s for s in path.split("/") if s]
+    for i in range(max(len(segs) - 2, 0)):
+        try:
+            gp = parse_key("/".join(segs[i:]))
+        except (CPGError, ValueError):
+            continue
+        if gp.product != "other":
+            return gp
+    return None
+
+
+def path_fields(url: str) -> dict[str, str]:
+    """``Metadata_Source``/``Metadata_Batch``/``Metadata_Plate`` values found in ``url``'s path.
+
+    Paths outside the gallery layout give ``{}``.
+
+    >>> path_fields("s3://b/cpg0016-jump/source_4/workspace/profiles/2021_04_26_Batch1/BR1/BR1.parquet")
+    {'Metadata_Source': 'source_4', 'Metadata_Batch': '2021_04_26_Batch1', 'Metadata_Plate': 'BR1'}
+    """
+    gp = gallery_path(url)
+    if gp is None:
+        return {}
+    out = {}
+    for col, attr in PATH_COLUMNS.items():
+        value = getattr(gp, attr, None)
+        if value:
+            out[col] = str(value)
+    return out
+
+
+def filter_columns(filters: Any) -> list[str]:
+    """Column names used by a DNF ``filters`` list (pyarrow's format).
+
+    >>> filter_columns([("a", "==", 1), ("b", "in", [1, 2])])
+    ['a', 'b']
+    >>> filter_columns([[("a", ">", 1)], [("c", "<", 0)]])
+    ['a', 'c']
+    """
+    out: list[str] = []
+    for conj in _dnf(filters):
+        for col, _, _ in conj:
+            if col not in out:
+                out.append(col)
+    return out
+
+
+def _dnf(filters: Any) -> list[list[tuple[str, str, Any]]]:
+    if not filters:
+        return []
+    if all(isinstance(t, tuple | list) and len(t) == 3 and isinstance(t[0], str) for t in filters):
+        return [[tuple(t) for t in filters]]  # type: ignore[misc]
+    try:
+        return [[tuple(t) for t in conj] for conj in filters]  # type: ignore[misc]
+    except TypeError as exc:
+        raise ParameterError(
+            f"filters={filters!r} is not in pyarrow's DNF form: a list of (column, op, value) "
+            "tuples, or a list of such lists (OR of ANDs)"
+        ) from exc
+
+
+_OPS: dict[str, Callable[[pd.Series, Any], pd.Series]] = {
+    "==": lambda s, v: s == v,
+    "=": lambda s, v: s == v,
+    "!=": lambda s, v: s != v,
+    "<": lambda s, v: s < v,
+    "<=": lambda s, v: s <= v,
+    ">": lambda s, v: s > v,
+    ">=": lambda s, v: s >= v,
+    "in": lambda s, v: s.isin(list(v)),
+    "not in": lambda s, v: ~s.isin(list(v)),
+}
+
+
+def apply_filters(df: pd.DataFrame, filters: Any) -> pd.DataFrame:
+    """Rows of ``df`` that satisfy the DNF ``filters`` (same meaning as pyarrow's).
+
+    >>> df = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+    >>> apply_filters(df, [("a", ">", 1), ("b", "!=", "z")])["a"].tolist()
+    [2]
+    >>> apply_filters(df, [[("a", "==", 1)], [("b", "in", ["z"])]])["a"].tolist()
+    [1, 3]
+    """
+    dnf = _dnf(filters)
+    if not dnf:
+        return df
+    keep = pd.Series(False, index=df.index)
+    for conj in dnf:
+        part = pd.Series(True, index=df.index)
+        for col, op, value in conj:
+            if op not in _OPS:
+                raise ParameterError(
+                    f"unknown filter operator {op!r}; expected one of {list(_OPS)}"
+                )
+            if col not in df.columns:
+                raise ParameterError(
+                    f"filter column {col!r} is not in the table; columns: {list(df.columns)[:20]}"
+                )
+            part &= _OPS[op](df[col], value).fillna(False).astype(bool)
+        keep |= part
+    return df.loc[keep.to_numpy()]
+
+
+def expand_list_columns(df: pd.DataFrame, widths: Mapping[str, int], url: str = "") -> pd.DataFrame:
+    """Replace each list column ``name`` by float columns ``name_0 .. name_{k-1}``.
+
+    >>> df = pd.DataFrame({"well": ["A01", "A02"], "emb": [np.array([1.0, 2.0]), np.array([3.0, 4.0])]})
+    >>> expand_list_columns(df, {"emb": 2}).to_dict("list")
+    {'well': ['A01', 'A02'], 'emb_0': [1.0, 3.0], 'emb_1': [2.0, 4.0]}
+    """
+    if not widths:
+        return df
+    pieces: list[pd.DataFrame | pd.Series] = []
+    for col in df.columns:
+        if col not in widths:
+            pieces.append(df[col])
+            continue
+        k = widths[col]
+        values = df[col].tolist()
+        rows = np.full((len(values), k), np.nan)
+        for i, v in enumerate(values):
+            if v is None or (np.isscalar(v) and pd.isna(v)):
+                continue
+            arr = np.asarray(v, dtype="float64")
+            if arr.shape != (k,):
+                raise DataReadError(
+                    f"{url or 'table'}: row {i} of list column {col!r} has {arr.size} values, "
+                    f"expected {k} (the first file's width); load with expand_embeddings=False"
+                )
+            rows[i] = arr
+        names = [f"{col}_{j}" for j in range(k)]
+        pieces.append(pd.DataFrame(rows, index=df.index, columns=names))
+    return pd.concat(pieces, axis=1) if pieces else df
+
+
+# --------------------------------------------------------------------------------------
+# partitions
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReadPlan:
+    """Everything a dask worker needs to turn files into partitions (picklable, no data).
+
+    ``meta`` is the empty output frame (columns and dtypes every partition has, with the
+    ``index`` column still a column). ``expected`` are the file columns a file must provide (``strict``), or may
+    provide (other modes); ``path_columns`` are filled from the path when a file lacks them;
+    ``check_extra`` makes ``strict``/``first`` look at columns beyond ``expected``.
+    """
+
+    meta: pd.DataFrame
+    expected: tuple[str, ...]
+    mode: str = "strict"
+    storage_options: Mapping[str, Any] | None = None
+    format: str | None = None
+    filters: Any = None
+    path_columns: tuple[str, ...] = ()
+    list_widths: Mapping[str, int] = field(default_factory=dict)
+    expected_dtypes: Mapping[str, Any] = field(default_factory=dict)
+    check_extra: bool = True
+    index: str | None = None
+
+
+def read_file(
+    url: str,
+    columns: Sequence[str] | None,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    format: str | None = None,
+    filters: Any = None,
+    dtypes: Mapping[str, Any] | None = None,
+) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Read the ``columns`` of one file that it has (all when ``None``).
+
+    Returns the frame and all of the file's column names (from the footer or header, at no
+    extra cost). Parquet reads go through one fsspec handle without read-ahead, so only the
+    footer and the byte ranges of the chosen columns (and, with ``filters`` on columns the file
+    has, the row groups whose statistics may match) are transferred. Rows are then filtered
+    exactly. Filters on columns the file lacks are left to the caller.
+    """
+    fmt = detect_format(url, format)
+    fs, path = _open_fs(url, storage_options)
+    try:
+        if fmt.kind == "parquet":
+            with fs.open(path, "rb", cache_type="none") as fh:
+                frag = ds.ParquetFileFormat().make_fragment(fh)
+                schema = frag.physical_schema
+                names = tuple(schema.names)
+                present = names if columns is None else [c for c in columns if c in names]
+                fcols = filter_columns(filters)
+                expr = None
+                if filters and all(c in names for c in fcols):
+                    expr = pq.filters_to_expression(filters)
+                table = frag.to_table(columns=list(present), filter=expr)
+            safe = _arrow_string_safe(table.schema)
+            if safe != table.schema:
+                table = table.cast(safe)
+            df = table.to_pandas()
+        else:
+            with fs.open(path, "rb", compression=fmt.compression) as fh:
+                data = fh.read()
+            df = _read_text_bytes(data, fmt, columns, dtypes)
+            names = tuple(
+                str(c) for c in pd.read_csv(io.BytesIO(data), sep=fmt.sep, nrows=0).columns
+            )
+            fcols = filter_columns(filters)
+            if filters and all(c in df.columns for c in fcols):
+                df = apply_filters(df, filters)
+    except FileNotFoundError:
+        raise
+    except _READ_ERRORS as exc:
+        raise _data_error(url, fmt, exc) from exc
+    for c in df.columns:
+        if is_string_column(str(c)) and df[c].dtype != STRING_DTYPE:
+            df[c] = df[c].astype(STRING_DTYPE)
+    return df.reset_index(drop=True), names
+
+
+def _na_series(n: int, dtype: Any, index: pd.Index) -> pd.Series:
+    if dtype == STRING_DTYPE:
+        return pd.Series(np.nan, index=index, dtype=STRING_DTYPE)
+    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        dtype = np.dtype("float64")
+    return pd.Series(
+        pd.NA if isinstance(dtype, pd.api.extensions.ExtensionDtype) else np.nan,
+        index=index,
+        dtype=dtype,
+    )
+
+
+def read_one(url: str, plan: ReadPlan) -> pd.DataFrame:
+    """One file as a frame that matches ``plan.meta`` exactly (columns, order, dtypes)."""
+    fcols = filter_columns(plan.filters)
+    wanted = list(plan.expected) + [c for c in fcols if c not in plan.expected]
+    if plan.index and plan.index not in wanted:
+        wanted.append(plan.index)
+    df, names = read_file(
+        url,
+        wanted,
+        plan.storage_options,
+        format=plan.format,
+        filters=plan.filters,
+        dtypes=plan.expected_dtypes,
+    )
+    have = set(names)
+    from_path = path_fields(url) if plan.path_columns else {}
+    fillable = set(plan.path_columns)
+    missing = [c for c in plan.expected if c not in have and c not in fillable]
+    extra = [c for c in names if c not in set(plan.expected)] if plan.check_extra else []
+    extra = [c for c in extra if c not in fillable]
+    if plan.mode == "strict" and (missing or extra):
+        raise SchemaMismatchError(
+            f"{url} does not have the columns of the first file: missing {_show(missing)}, "
+            f"extra {_show(extra)}. Load with schema='first' (the first file's columns, missing "
+            "ones as NaN, extra ones dropped with a warning), schema='union' (all columns) or "
+            "schema='intersection' (shared columns only)."
+        )
+    if plan.mode == "first" and extra:
+        log.warning(
+            "schema='first': dropping %d column(s) of %s that the first file lacks: %s",
+            len(extra),
+            url,
+            _show(extra),
+        )
+    for col in plan.path_columns:
+        if col not in df.columns:
+            value = from_path.get(col)
+            df[col] = pd.Series(
+                value if value is not None else np.nan, index=df.index, dtype=STRING_DTYPE
+            )
+    if plan.filters and not all(c in names for c in fcols):
+        df = apply_filters(df, plan.filters)
+    if plan.list_widths:
+        df = expand_list_columns(df, plan.list_widths, url)
+    return conform(df, plan.meta, url)
+
+
+def conform(df: pd.DataFrame, meta: pd.DataFrame, url: str = "") -> pd.DataFrame:
+    """``df`` with exactly ``meta``'s columns, order and dtypes (missing columns as NA)."""
+    cols = {}
+    for col in meta.columns:
+        dtype = meta[col].dtype
+        if col not in df.columns:
+            cols[col] = _na_series(len(df), dtype, df.index)
+            continue
+        s = df[col]
+        if s.dtype != dtype:
+            try:
+                s = s.astype(dtype)
+            except (TypeError, ValueError) as exc:
+                raise DataReadError(
+                    f"{url}: column {col!r} holds {s.dtype} values that cannot become {dtype} "
+                    f"like the first file's ({exc}); load with schema='union' to widen types"
+                ) from exc
+        cols[col] = s
+    return pd.DataFrame(cols, index=df.index)
+
+
+def read_partition(urls: Iterable[str], plan: ReadPlan) -> pd.DataFrame:
+    """Several files (one dask partition) concatenated, matching ``plan.meta``."""
+    frames = [read_one(u, plan) for u in urls]
+    out = frames[0] if len(frames) == 1 else pd.concat(frames, axis=0, ignore_index=True)
+    return out.set_index(plan.index) if plan.index else out
+
+
+def _show(cols: Sequence[str], n: int = 10) -> str:
+    if not cols:
+        return "none"
+    shown = ", ".join(repr(c) for c in cols[:n])
+    return f"[{shown}{', ...' if len(cols) > n else ''}] ({len(cols)})"
+
+
+def unknown_columns_error(unknown: Sequence[str], known: Sequence[str], url: str) -> ParameterError:
+    """A :class:`ParameterError` for ``columns=`` names that a file does not have."""
+    hints = []
+    for c in unknown:
+        m = close_matches(c, known)
+        if m:
+            hints.append(f"{c!r} -> did you mean {' or '.join(map(repr, m))}?")
+    return ParameterError(
+        f"columns {list(unknown)} are not in {url} (nor derivable from its path). "
+        + (" ".join(hints) + " " if hints else "")
+        + f"It has {len(known)} columns, e.g. {list(known)[:8]}; check columns=, or use "
+        "schema='union' if other files have them."
+    )
