@@ -11,9 +11,20 @@ registered driver's module when it starts).
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# intake 2.0.9 warns "Shell command not executed" for every plain string parameter default of
+# a YAML catalog, although nothing asked for a shell (intake issue 887). Only that message,
+# only from intake's own module, is silenced; shell expansion itself stays off.
+warnings.filterwarnings(
+    "ignore",
+    message="Shell command not executed due to getshell=False",
+    category=UserWarning,
+    module=r"intake\.catalog\.utils",
+)
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -50,7 +61,34 @@ _EXPORTS: dict[str, str] = {
     "build_demo": "demo",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "__version__",
+    "CPGError",
+    "GalleryPathError",
+    "ParameterError",
+    "ManifestError",
+    "EtagMismatchError",
+    "SchemaMismatchError",
+    "DataReadError",
+    "StorageError",
+    "ProductNotFoundError",
+    "GalleryPath",
+    "ProductSpec",
+    "PRODUCTS",
+    "parse_key",
+    "format_key",
+    "Storage",
+    "ManifestRecord",
+    "read_manifest",
+    "parse_manifest",
+    "compute_etag",
+    "verify_manifest",
+    "GalleryCatalog",
+    "open_gallery",
+    "ManifestCatalog",
+    "ProfilesSource",
+    "build_demo",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -86,7 +86,9 @@ def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]
     return [lowered[h] for h in hits]
 
 
-def not_found(kind: str, name: str, candidates: Iterable[str], where: str = "") -> ProductNotFoundError:
+def not_found(
+    kind: str, name: str, candidates: Iterable[str], where: str = ""
+) -> ProductNotFoundError:
     """Build a :class:`ProductNotFoundError` naming what exists and what looks close."""
     cands = sorted(candidates)
     suggestions = close_matches(name, cands)

@@ -38,15 +38,25 @@ from .errors import StorageError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Entry", "Storage", "redact", "DEFAULT_ROOT"]
+__all__ = ["DEFAULT_ROOT", "Entry", "Storage", "get_storage", "redact"]
 
 DEFAULT_ROOT = "s3://cellpainting-gallery"
 _CACHE_FORMAT = 1
 
 #: storage_options keys whose values are secrets (never logged, shown or frozen).
 SECRET_KEYS = frozenset(
-    {"key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key",
-     "aws_session_token", "session_token", "secret_access_key", "access_key_id"}
+    {
+        "key",
+        "secret",
+        "token",
+        "password",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "session_token",
+        "secret_access_key",
+        "access_key_id",
+    }
 )
 #: storage_options keys that mean "the caller brings credentials".
 _CREDENTIAL_KEYS = frozenset({"key", "secret", "token", "profile", "session", "anon"})
@@ -206,7 +216,7 @@ class Storage:
         _, p = split_protocol(path)
         base = self.root_path.rstrip("/") + "/"
         if p.startswith(base):
-            return p[len(base):]
+            return p[len(base) :]
         if p.rstrip("/") == self.root_path.rstrip("/"):
             return ""
         return p.lstrip("/")
@@ -215,8 +225,16 @@ class Storage:
     def _cache_file(self, prefix: str) -> str | None:
         if self.cache_dir is None:
             return None
-        ident = json.dumps([self.root, self.storage_options.get("client_kwargs", {}).get("endpoint_url"),
-                            self.storage_options.get("endpoint_url"), prefix], sort_keys=True, default=str)
+        ident = json.dumps(
+            [
+                self.root,
+                self.storage_options.get("client_kwargs", {}).get("endpoint_url"),
+                self.storage_options.get("endpoint_url"),
+                prefix,
+            ],
+            sort_keys=True,
+            default=str,
+        )
         digest = hashlib.sha256(ident.encode()).hexdigest()
         return os.path.join(self.cache_dir, "listings", digest[:2], digest + ".json")
 
@@ -227,7 +245,11 @@ class Storage:
         try:
             with open(fn, encoding="utf-8") as f:
                 doc = json.load(f)
-            if doc.get("format") != _CACHE_FORMAT or doc.get("root") != self.root or doc.get("prefix") != prefix:
+            if (
+                doc.get("format") != _CACHE_FORMAT
+                or doc.get("root") != self.root
+                or doc.get("prefix") != prefix
+            ):
                 raise ValueError("cache file is for another listing")
             body = json.dumps(doc["entries"], sort_keys=True)
             if hashlib.sha256(body.encode()).hexdigest() != doc.get("sha256"):
@@ -244,8 +266,14 @@ class Storage:
             return
         rows = [e.to_json() for e in entries]
         body = json.dumps(rows, sort_keys=True)
-        doc = {"format": _CACHE_FORMAT, "root": self.root, "prefix": prefix, "time": stamp,
-               "sha256": hashlib.sha256(body.encode()).hexdigest(), "entries": rows}
+        doc = {
+            "format": _CACHE_FORMAT,
+            "root": self.root,
+            "prefix": prefix,
+            "time": stamp,
+            "sha256": hashlib.sha256(body.encode()).hexdigest(),
+            "entries": rows,
+        }
         try:
             os.makedirs(os.path.dirname(fn), exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(fn), prefix=".tmp-", suffix=".json")
@@ -290,14 +318,20 @@ class Storage:
         path = self.path(prefix)
         log.debug("listing %s", self.url(prefix))
         try:
-            raw = self.fs.ls(path, detail=True, refresh=True) if self.protocol in ("s3", "s3a") else self.fs.ls(path, detail=True)
+            raw = (
+                self.fs.ls(path, detail=True, refresh=True)
+                if self.protocol in ("s3", "s3a")
+                else self.fs.ls(path, detail=True)
+            )
         except FileNotFoundError:
             return ()
         except NotADirectoryError:
             return ()
         except PermissionError as exc:
-            raise StorageError(f"permission denied listing {self.url(prefix)}: {exc}. "
-                               "For a private bucket pass credentials in storage_options.") from exc
+            raise StorageError(
+                f"permission denied listing {self.url(prefix)}: {exc}. "
+                "For a private bucket pass credentials in storage_options."
+            ) from exc
         except OSError as exc:
             raise StorageError(f"could not list {self.url(prefix)}: {exc}") from exc
         return self._to_entries(raw)
@@ -313,8 +347,9 @@ class Storage:
         self._store(prefix, entries)
         return entries
 
-    def ls_many(self, prefixes: Iterable[str], *, refresh: bool = False,
-                max_workers: int = 16) -> dict[str, tuple[Entry, ...]]:
+    def ls_many(
+        self, prefixes: Iterable[str], *, refresh: bool = False, max_workers: int = 16
+    ) -> dict[str, tuple[Entry, ...]]:
         """List many prefixes, concurrently for those not in the cache."""
         wanted = list(dict.fromkeys(p.strip("/") for p in prefixes))
         out: dict[str, tuple[Entry, ...]] = {}
@@ -333,6 +368,44 @@ class Storage:
                     self._store(p, entries)
                     out[p] = entries
         return {p: out[p] for p in wanted}
+
+    def _find_remote(self, prefix: str) -> tuple[Entry, ...]:
+        self.requests["find"] += 1
+        path = self.path(prefix)
+        log.debug("finding all files under %s", self.url(prefix))
+        try:
+            raw = self.fs.find(path, detail=True)
+        except FileNotFoundError:
+            return ()
+        except OSError as exc:
+            raise StorageError(f"could not list {self.url(prefix)}: {exc}") from exc
+        return self._to_entries(raw.values())
+
+    def find(self, prefix: str, *, refresh: bool = False) -> tuple[Entry, ...]:
+        """All files below ``prefix`` (recursive; one paginated request on S3), cached like ``ls``.
+
+        Use it only for small subtrees (one plate's analysis or embedding files), never for a
+        project: that is what the per-level listings are for.
+        """
+        prefix = prefix.strip("/")
+        cache_key = "find:" + prefix
+        if not refresh:
+            hit = self._cached(cache_key)
+            if hit is not None:
+                return hit
+        entries = self._find_remote(prefix)
+        self._store(cache_key, entries)
+        return entries
+
+    def find_many(
+        self, prefixes: Iterable[str], *, max_workers: int = 16
+    ) -> dict[str, tuple[Entry, ...]]:
+        """``find`` for many small subtrees, concurrently."""
+        wanted = list(dict.fromkeys(p.strip("/") for p in prefixes))
+        if len(wanted) <= 1:
+            return {p: self.find(p) for p in wanted}
+        with ThreadPoolExecutor(max_workers=min(max_workers, len(wanted))) as pool:
+            return dict(zip(wanted, pool.map(self.find, wanted), strict=True))
 
     def refresh(self) -> None:
         """Forget every cached listing (memory and disk) for this root."""
@@ -362,10 +435,48 @@ class Storage:
             raise StorageError(f"no object at {self.url(key)}") from exc
         except OSError as exc:
             raise StorageError(f"could not read the metadata of {self.url(key)}: {exc}") from exc
-        return {"key": key, "url": self.url(key), "size": raw.get("size"),
-                "etag": _clean_etag(raw.get("ETag") or raw.get("etag"))}
+        return {
+            "key": key,
+            "url": self.url(key),
+            "size": raw.get("size"),
+            "etag": _clean_etag(raw.get("ETag") or raw.get("etag")),
+        }
 
     def open(self, key: str, mode: str = "rb", **kwargs: Any) -> Any:
         """Open one object (a file-like object, to be used as a context manager)."""
         self.requests["open"] += 1
         return self.fs.open(self.path(key), mode, **kwargs)
+
+
+_SHARED: dict[str, Storage] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def get_storage(
+    urlpath: str = DEFAULT_ROOT,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    listing_ttl: float = 3600.0,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Storage:
+    """The process-wide :class:`Storage` for a root and options.
+
+    Catalog levels opened from one another share it, so a listing made while opening a
+    project is not made again while opening one of its sources.
+    """
+    ident = json.dumps(
+        [
+            urlpath.rstrip("/"),
+            dict(storage_options or {}),
+            listing_ttl,
+            os.fspath(cache_dir) if cache_dir is not None else None,
+        ],
+        sort_keys=True,
+        default=repr,
+    )
+    with _SHARED_LOCK:
+        st = _SHARED.get(ident)
+        if st is None:
+            st = Storage(urlpath, storage_options, listing_ttl=listing_ttl, cache_dir=cache_dir)
+            _SHARED[ident] = st
+        return st

@@ -1,0 +1,528 @@
+"""The gallery as nested Intake catalogs: root -> project -> source -> product entries.
+
+``intake.open_cpg()`` (driver ``cpg``) opens :class:`GalleryCatalog` on the public bucket,
+anonymously. Each level lists only itself, lazily and once (see :mod:`intake_cpg.resolve` for
+the cost model); table entries resolve their files only when loaded.
+
+>>> import intake, intake_cpg, tempfile
+>>> root = intake_cpg.build_demo(tempfile.mkdtemp()).root
+>>> cat = intake.open_cpg(root)
+>>> "cpg0016-jump" in list(cat)
+True
+>>> src = cat["cpg0016.source_4.profiles"](batch="2021_04_26_Batch1", plate="BR00117037")
+>>> len(src.to_dask().compute())
+384
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pandas as pd
+from intake.catalog import Catalog
+from intake.catalog.local import LocalCatalogEntry, UserParameter
+
+from . import __version__, layout
+from .entries import CPGEntry
+from .errors import ProductNotFoundError, not_found
+from .gallery_source import GallerySource
+from .manifest import parse_manifest, read_manifest
+from .resolve import ALL, ENTRY_PRODUCTS, Gallery, choose_assembled_variant, choose_variant
+from .storage import DEFAULT_ROOT, get_storage, redact
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AssembledCatalog",
+    "GalleryCatalog",
+    "ProjectCatalog",
+    "SourceCatalog",
+    "open_gallery",
+]
+
+
+class LazyEntry(CPGEntry):
+    """A catalog entry whose parameters and metadata are computed on first use.
+
+    Listing the allowed batches and variants costs requests; a source catalog shows its products
+    without paying that until an entry is described, opened or saved.
+    """
+
+    def __init__(self, name: str, description: str, driver: Any, args: dict[str, Any],
+                 resolve: Callable[[], tuple[list[UserParameter], dict[str, Any]]],
+                 metadata: dict[str, Any]) -> None:
+        self._resolver = resolve
+        self._resolved: tuple[list[UserParameter], dict[str, Any]] | None = None
+        self._base_metadata = metadata
+        self._extra_parameters: list[UserParameter] = []
+        super().__init__(name, description, driver, args=args, parameters=[], metadata={})
+
+    def _resolve(self) -> tuple[list[UserParameter], dict[str, Any]]:
+        if self._resolved is None:
+            params, md = self._resolver()
+            self._resolved = (params, {**self._base_metadata, **md})
+        return self._resolved
+
+    @property
+    def _user_parameters(self) -> list[UserParameter]:  # type: ignore[override]
+        if not hasattr(self, "_resolver"):
+            return []
+        own = self._resolve()[0]
+        names = {p.name for p in own}
+        return [p for p in self._extra_parameters if p.name not in names] + own
+
+    @_user_parameters.setter
+    def _user_parameters(self, value: list[Any]) -> None:
+        # Intake sets this in __init__ and when merging catalog-level parameters; keep the
+        # given ones without resolving (the getter merges them with the resolved ones).
+        self._extra_parameters = [p for p in value or [] if isinstance(p, UserParameter)]
+
+    @property
+    def _metadata(self) -> dict[str, Any]:  # type: ignore[override]
+        if not hasattr(self, "_resolver"):
+            return {}
+        return self._resolve()[1]
+
+    @_metadata.setter
+    def _metadata(self, value: dict[str, Any]) -> None:
+        pass
+
+    def frozen(self) -> dict[str, Any]:
+        """The entry as plain YAML-able data (for ``Catalog.save``)."""
+        params, md = self._resolve()
+        return {
+            "description": self._description,
+            "driver": f"{GallerySource.__module__}.{GallerySource.__name__}",
+            "args": dict(self._open_args),
+            "parameters": {p.name: p.__getstate__()["kwargs"] for p in params},
+            "metadata": md,
+        }
+
+
+def _param(name: str, description: str, default: Any, allowed: Iterable[Any] | None = None,
+           type: str = "str") -> UserParameter:
+    kwargs: dict[str, Any] = {"name": name, "description": description, "type": type,
+                              "default": default}
+    if allowed is not None:
+        kwargs["allowed"] = list(allowed)
+    return UserParameter(**kwargs)
+
+
+class _Level(Catalog):
+    """What every level of the gallery shares: storage, lookup, ``.df``, ``search``, freezing."""
+
+    version = __version__
+    kind = "level"
+    child_kind = "entry"
+
+    def __init__(
+        self,
+        urlpath: str = DEFAULT_ROOT,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        cache_dir: str | None = None,
+        listing_ttl: float = 3600.0,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        cache_dir = cache_dir or None  # YAML catalogs pass "" for "no disk cache"
+        storage_options = dict(storage_options or {}) or None
+        self.urlpath = urlpath
+        self.storage = get_storage(urlpath, storage_options, listing_ttl=listing_ttl,
+                                   cache_dir=cache_dir)
+        self.gallery = Gallery(self.storage)
+        self._child_args = {"urlpath": urlpath, "storage_options": storage_options,
+                            "cache_dir": cache_dir, "listing_ttl": listing_ttl}
+        md = {"root": self.storage.root, "level": self.kind, **(metadata or {})}
+        super().__init__(name=name or self._default_name(), metadata=md, **kwargs)
+
+    def _default_name(self) -> str:
+        return self.kind
+
+    # -- pickling: carry the listings so that a worker does not list again -------------------
+    def __getstate__(self) -> Any:
+        state = super().__getstate__()
+        state["listings"] = dict(self.storage._memory)
+        return state
+
+    def __setstate__(self, state: Any) -> None:
+        listings = state.pop("listings", {})
+        kw = state["kwargs"]
+        st = get_storage(kw.get("urlpath", DEFAULT_ROOT), kw.get("storage_options"),
+                         listing_ttl=kw.get("listing_ttl", 3600.0), cache_dir=kw.get("cache_dir"))
+        for prefix, hit in listings.items():
+            st._memory.setdefault(prefix, hit)
+        super().__setstate__(state)
+
+    # -- lookup -----------------------------------------------------------------------------
+    def _aliases(self) -> dict[str, str]:
+        return {}
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, tuple):
+            out: Any = self
+            for part in key:
+                out = out[part]
+            return out
+        if not isinstance(key, str):
+            raise ProductNotFoundError(f"entry names are strings, got {key!r}")
+        entries = self._get_entries()
+        if key in entries:
+            return super().__getitem__(key)
+        alias = self._aliases().get(key)
+        if alias is not None:
+            return super().__getitem__(alias)
+        if "." in key:
+            parts = key.split(".")
+            for i in range(1, len(parts)):
+                head, rest = ".".join(parts[:i]), ".".join(parts[i:])
+                if head in entries or head in self._aliases():
+                    return self[head][rest]
+        raise not_found(self.child_kind, key, list(entries), self.name or self.kind)
+
+    def __getattr__(self, item: str) -> Any:
+        if item.startswith("_") or item in ("storage", "gallery", "urlpath"):
+            raise AttributeError(item)
+        return super().__getattr__(item)
+
+    # -- tables and search ------------------------------------------------------------------
+    def _rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for name, entry in self._get_entries().items():
+            md = entry._base_metadata if isinstance(entry, LazyEntry) else entry._metadata
+            rows.append({"name": name, "kind": self.child_kind, **{k: v for k, v in md.items()
+                                                                    if not isinstance(v, (list, dict))}})
+        return rows
+
+    @property
+    def df(self) -> pd.DataFrame:
+        """The entries of this level as a table (no listing beyond this level)."""
+        return pd.DataFrame(self._rows())
+
+    def search(self, text: str | None = None, depth: int = 1, **fields: str) -> Catalog:
+        """Entries of this level whose name contains ``text`` and whose fields match ``fields``.
+
+        Only this level is searched (``depth`` is accepted for Intake compatibility and must be
+        1): Intake's recursive search would list the whole bucket.
+        """
+        if depth != 1:
+            raise ValueError("the gallery catalog searches one level at a time (depth=1); "
+                             "open a deeper level and search there")
+        keep = {}
+        for row, (name, entry) in zip(self._rows(), self._get_entries().items(), strict=True):
+            if text and text.lower() not in name.lower():
+                continue
+            if any(str(row.get(k)) != str(v) for k, v in fields.items()):
+                continue
+            keep[name] = entry
+        cat = Catalog.from_dict(keep, name=f"{self.name}_search", metadata=dict(self.metadata))
+        return cat
+
+    def walk(self, sofar: Any = None, prefix: Any = None, depth: int = 1) -> dict[str, Any]:
+        """Entries of this level (``depth`` > 1 descends and lists, level by level)."""
+        return super().walk(sofar=sofar, prefix=prefix, depth=depth)
+
+    def refresh(self) -> None:
+        """Forget cached listings and list this level again."""
+        self.storage.refresh()
+        self.force_reload()
+
+    # -- freezing ---------------------------------------------------------------------------
+    def serialize(self) -> str:
+        """YAML of this level with every entry's parameters resolved (``save`` writes it).
+
+        Secrets in ``storage_options`` are never written.
+        """
+        import yaml
+
+        sources: dict[str, Any] = {}
+        for name, entry in self._get_entries().items():
+            if isinstance(entry, LazyEntry):
+                kw = entry.frozen()
+            else:
+                kw = {
+                    "description": entry._description,
+                    "driver": f"{entry._plugin[0].__module__}.{entry._plugin[0].__name__}",
+                    "args": dict(entry._open_args),
+                    "parameters": {p.name: p.__getstate__()["kwargs"] for p in entry._user_parameters},
+                    "metadata": entry._metadata,
+                }
+            args = kw["args"]
+            if args.get("storage_options"):
+                args["storage_options"] = {k: v for k, v in redact(args["storage_options"]).items()
+                                           if v != "***"}
+            sources[name] = kw
+        doc = {"metadata": {**self.metadata, "frozen_from": self.storage.root},
+               "name": self.name, "description": self.description, "sources": sources}
+        return yaml.safe_dump(doc, sort_keys=False)
+
+
+class GalleryCatalog(_Level):
+    """A whole gallery: one entry per project (``cpgNNNN-...`` folder at the root).
+
+    Parameters
+    ----------
+    urlpath:
+        Gallery root: ``s3://cellpainting-gallery`` (default, read anonymously), a local mirror,
+        another bucket, or an S3-compatible endpoint given in ``storage_options``.
+    storage_options:
+        fsspec options, e.g. ``{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}``.
+    cache_dir:
+        Keep listings on disk there, shared between processes (``None``: memory only).
+    listing_ttl:
+        Seconds a listing stays valid.
+
+    Projects can also be reached by accession (``cat["cpg0016"]``) and by dotted path
+    (``cat["cpg0016-jump.source_4.profiles"]``).
+    """
+
+    name = "cpg"
+    kind = "gallery"
+    child_kind = "project"
+
+    def _default_name(self) -> str:
+        return "cellpainting-gallery"
+
+    def _aliases(self) -> dict[str, str]:
+        return Gallery.aliases(self._get_entries())
+
+    def _load(self) -> None:
+        self._entries = {
+            p: LocalCatalogEntry(
+                p, f"project {p}", ProjectCatalog,
+                args={**self._child_args, "project": p},
+                metadata={"project": p, "accession": p[:7]},
+            )
+            for p in self.gallery.projects()
+        }
+
+
+class ProjectCatalog(_Level):
+    """One project: one entry per source (``source_4``, ``broad``, ``source_all``, ...)."""
+
+    name = "cpg_project"
+    kind = "project"
+    child_kind = "source"
+
+    def __init__(self, urlpath: str = DEFAULT_ROOT, storage_options: dict[str, Any] | None = None,
+                 *, project: str, **kwargs: Any) -> None:
+        layout.validate_name(project, "project")
+        self.project = project
+        super().__init__(urlpath, storage_options, **kwargs)
+        self.metadata["project"] = project
+
+    def _default_name(self) -> str:
+        return self.project
+
+    def _load(self) -> None:
+        self._entries = {
+            s: LocalCatalogEntry(
+                s, f"{self.project}/{s}", SourceCatalog,
+                args={**self._child_args, "project": self.project, "source": s},
+                metadata={"project": self.project, "source": s},
+            )
+            for s in self.gallery.sources(self.project)
+        }
+
+
+_DESCRIPTIONS = {
+    "profiles": "per-plate profiles (one file per plate and variant)",
+    "load_data": "CellProfiler LoadData CSVs (image paths and metadata per site)",
+    "analysis": "per-object CellProfiler measurements (one file per site and compartment)",
+    "backend": "well-level backend tables",
+    "platemaps": "plate maps and barcode-to-platemap tables",
+    "dl_profiles": "deep-learning per-plate profiles (list-typed embedding columns)",
+    "embeddings": "deep-learning per-site embeddings",
+    "profiles_assembled": "assembled, processed profiles: one entry per subset",
+}
+
+
+class SourceCatalog(_Level):
+    """One source of a project: one entry per product present (``profiles``, ``load_data``, ...)."""
+
+    name = "cpg_source"
+    kind = "source"
+    child_kind = "product"
+
+    def __init__(self, urlpath: str = DEFAULT_ROOT, storage_options: dict[str, Any] | None = None,
+                 *, project: str, source: str, **kwargs: Any) -> None:
+        layout.validate_name(project, "project")
+        layout.validate_name(source, "source")
+        self.project, self.source = project, source
+        super().__init__(urlpath, storage_options, **kwargs)
+        self.metadata.update(project=project, source=source)
+
+    def _default_name(self) -> str:
+        return f"{self.project}.{self.source}"
+
+    def _load(self) -> None:
+        entries: dict[str, Any] = {}
+        for product in self.gallery.products(self.project, self.source):
+            spec = layout.PRODUCT_SPECS[ENTRY_PRODUCTS[product]]
+            md = {"project": self.project, "source": self.source, "product": product,
+                  "template": spec.template}
+            if product == "profiles_assembled":
+                entries[product] = LocalCatalogEntry(
+                    product, _DESCRIPTIONS[product], AssembledCatalog,
+                    args={**self._child_args, "project": self.project, "source": self.source},
+                    metadata=md,
+                )
+                continue
+            args = {**self._child_args, "project": self.project, "source": self.source,
+                    "product": product}
+            names = _PARAMETER_NAMES[product]
+            args.update({n: "{{ " + n + " }}" for n in names})
+            entries[product] = LazyEntry(
+                product, _DESCRIPTIONS[product], GallerySource, args=args,
+                resolve=self._resolver(product), metadata=md,
+            )
+        self._entries = entries
+
+    def _resolver(self, product: str) -> Callable[[], tuple[list[UserParameter], dict[str, Any]]]:
+        def resolve() -> tuple[list[UserParameter], dict[str, Any]]:
+            return _product_parameters(self.gallery, self.project, self.source, product)
+        return resolve
+
+
+_PARAMETER_NAMES: dict[str, tuple[str, ...]] = {
+    "profiles": ("batch", "plate", "variant"),
+    "load_data": ("batch", "plate"),
+    "analysis": ("batch", "plate", "compartment"),
+    "backend": ("batch", "plate"),
+    "platemaps": ("batch", "platemap"),
+    "dl_profiles": ("model", "batch", "plate"),
+    "embeddings": ("model", "batch", "plate"),
+}
+
+_BATCH_HELP = "batch folder, a glob, or '*' for all"
+_PLATE_HELP = "plate name, a glob (e.g. 'BR0011703*'), or '*' for all"
+
+
+def _product_parameters(g: Gallery, project: str, source: str,
+                        product: str) -> tuple[list[UserParameter], dict[str, Any]]:
+    """UserParameters (with allowed values from the gallery) and metadata of a table entry."""
+    if product == "platemaps":
+        prefix, batches = g.platemap_batches(project, source)
+        return (
+            [_param("batch", _BATCH_HELP, batches[0] if batches else ALL, [*batches, ALL]),
+             _param("platemap", "'barcode_platemap' or the name of a platemap file",
+                    "barcode_platemap")],
+            {"prefix": prefix, "batches": list(batches)},
+        )
+    pp = g.plate_product(project, source, product)
+    params: list[UserParameter] = []
+    md: dict[str, Any] = {"prefix": pp.prefix, "batches": list(pp.batches),
+                          "n_plates": sum(len(v) for v in pp.plates.values())}
+    if pp.models:
+        params.append(_param("model", "deep-learning model folder", pp.models[0], pp.models))
+        md["models"] = list(pp.models)
+    params.append(_param("batch", _BATCH_HELP, ALL, [*pp.batches, ALL]))
+    params.append(_param("plate", _PLATE_HELP, ALL))
+    if product == "profiles":
+        variants = pp.variants
+        params.append(_param("variant", "processing variant ('' is the bare <plate>.<ext> file)",
+                             choose_variant(variants), variants))
+        md["variants"] = list(variants)
+        md["files"] = dict(pp.files)
+    if product == "analysis":
+        params.append(_param("compartment", "CellProfiler object table", "Cells",
+                             ["Cells", "Cytoplasm", "Nuclei", "Image", "Experiment"]))
+    return params, md
+
+
+class AssembledCatalog(_Level):
+    """``profiles_assembled`` of one source: one entry per subset, with ``version`` and ``variant``.
+
+    ``version`` defaults to the newest (``v1.0`` < ``v1.0a`` < ``v1.0b`` < ``v1.1``);
+    ``variant`` defaults to the one a known manifest points to (the JUMP manifest is bundled),
+    else to the most processed pipeline (most ``_``-separated steps).
+    """
+
+    name = "cpg_assembled"
+    kind = "profiles_assembled"
+    child_kind = "subset"
+
+    def __init__(self, urlpath: str = DEFAULT_ROOT, storage_options: dict[str, Any] | None = None,
+                 *, project: str, source: str, manifests: list[str] | None = None,
+                 **kwargs: Any) -> None:
+        layout.validate_name(project, "project")
+        layout.validate_name(source, "source")
+        self.project, self.source = project, source
+        self.manifests = manifests
+        super().__init__(urlpath, storage_options, **kwargs)
+        self.metadata.update(project=project, source=source)
+
+    def _default_name(self) -> str:
+        return f"{self.project}.{self.source}.profiles_assembled"
+
+    def _known_records(self) -> dict[str, Any]:
+        """Manifest records by bucket-relative key: the bundled JUMP manifest, then ``manifests``."""
+        records = dict(_bundled_records())
+        for urlpath in self.manifests or ():
+            records.update({r.key: r for r in read_manifest(urlpath)})
+        return records
+
+    def _load(self) -> None:
+        tree = self.gallery.assembled(self.project, self.source)
+        records = self._known_records()
+        entries: dict[str, Any] = {}
+        for subset, versions in tree.items():
+            ordered = sorted(versions, key=layout.version_key)
+            newest = ordered[-1]
+            variants = sorted({v for vs in versions.values() for v in vs})
+            by_variant = {v: records.get(k) for v, k in versions[newest].items()}
+            pointed = [v for v, r in by_variant.items() if r is not None]
+            default_variant = choose_assembled_variant(
+                versions[newest], pointed[0] if len(pointed) == 1 else _main_record(by_variant))
+            rec = records.get(versions[newest].get(default_variant, ""))
+            md: dict[str, Any] = {
+                "project": self.project, "source": self.source, "product": "profiles_assembled",
+                "subset": subset, "versions": ordered, "variants": variants,
+                "template": layout.PRODUCT_SPECS["profiles_assembled"].template,
+                "url": self.storage.url(versions[newest][default_variant]),
+            }
+            if rec is not None:
+                md["provenance"] = {k: v for k, v in rec.to_metadata().items() if v is not None}
+            params = [
+                _param("version", "assembly version (default: the newest)", newest, ordered),
+                _param("variant", "processing pipeline", default_variant, variants),
+                _param("verify", "check the object's ETag against the manifest before loading",
+                       False, type="bool"),
+            ]
+            entries[subset] = CPGEntry(
+                subset, f"{self.project}/{self.source} assembled profiles: {subset}",
+                GallerySource,
+                args={**self._child_args, "project": self.project, "source": self.source,
+                      "product": "profiles_assembled", "subset": subset,
+                      "version": "{{ version }}", "variant": "{{ variant }}",
+                      "verify": "{{ verify }}", "etag": rec.etag if rec is not None else None},
+                parameters=params, metadata=md,
+            )
+        self._entries = entries
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_records() -> dict[str, Any]:
+    """Records of the JUMP manifest shipped in ``intake_cpg/data`` (by bucket-relative key)."""
+    name = "jump_profile_index_v0.13.json"
+    text = importlib.resources.files("intake_cpg.data").joinpath(name).read_text(encoding="utf-8")
+    return {r.key: r for r in parse_manifest(text, name)}
+
+
+def _main_record(by_variant: dict[str, Any]) -> str | None:
+    """Among variants that manifests name, the one a non-``_interpretable`` subset names."""
+    for variant, rec in sorted(by_variant.items()):
+        if rec is not None and not rec.subset.endswith("_interpretable"):
+            return variant
+    return None
+
+
+def open_gallery(urlpath: str = DEFAULT_ROOT, storage_options: dict[str, Any] | None = None,
+                 **kwargs: Any) -> GalleryCatalog:
+    """Open a gallery root as a catalog (same as ``intake.open_cpg``)."""
+    return GalleryCatalog(urlpath, storage_options, **kwargs)
