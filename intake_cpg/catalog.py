@@ -52,9 +52,15 @@ class LazyEntry(CPGEntry):
     without paying that until an entry is described, opened or saved.
     """
 
-    def __init__(self, name: str, description: str, driver: Any, args: dict[str, Any],
-                 resolve: Callable[[], tuple[list[UserParameter], dict[str, Any]]],
-                 metadata: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        driver: Any,
+        args: dict[str, Any],
+        resolve: Callable[[], tuple[list[UserParameter], dict[str, Any]]],
+        metadata: dict[str, Any],
+    ) -> None:
         self._resolver = resolve
         self._resolved: tuple[list[UserParameter], dict[str, Any]] | None = None
         self._base_metadata = metadata
@@ -103,10 +109,19 @@ class LazyEntry(CPGEntry):
         }
 
 
-def _param(name: str, description: str, default: Any, allowed: Iterable[Any] | None = None,
-           type: str = "str") -> UserParameter:
-    kwargs: dict[str, Any] = {"name": name, "description": description, "type": type,
-                              "default": default}
+def _param(
+    name: str,
+    description: str,
+    default: Any,
+    allowed: Iterable[Any] | None = None,
+    type: str = "str",
+) -> UserParameter:
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "description": description,
+        "type": type,
+        "default": default,
+    }
     if allowed is not None:
         kwargs["allowed"] = list(allowed)
     return UserParameter(**kwargs)
@@ -133,11 +148,16 @@ class _Level(Catalog):
         cache_dir = cache_dir or None  # YAML catalogs pass "" for "no disk cache"
         storage_options = dict(storage_options or {}) or None
         self.urlpath = urlpath
-        self.storage = get_storage(urlpath, storage_options, listing_ttl=listing_ttl,
-                                   cache_dir=cache_dir)
+        self.storage = get_storage(
+            urlpath, storage_options, listing_ttl=listing_ttl, cache_dir=cache_dir
+        )
         self.gallery = Gallery(self.storage)
-        self._child_args = {"urlpath": urlpath, "storage_options": storage_options,
-                            "cache_dir": cache_dir, "listing_ttl": listing_ttl}
+        self._child_args = {
+            "urlpath": urlpath,
+            "storage_options": storage_options,
+            "cache_dir": cache_dir,
+            "listing_ttl": listing_ttl,
+        }
         md = {"root": self.storage.root, "level": self.kind, **(metadata or {})}
         super().__init__(name=name or self._default_name(), metadata=md, **kwargs)
 
@@ -153,8 +173,12 @@ class _Level(Catalog):
     def __setstate__(self, state: Any) -> None:
         listings = state.pop("listings", {})
         kw = state["kwargs"]
-        st = get_storage(kw.get("urlpath", DEFAULT_ROOT), kw.get("storage_options"),
-                         listing_ttl=kw.get("listing_ttl", 3600.0), cache_dir=kw.get("cache_dir"))
+        st = get_storage(
+            kw.get("urlpath", DEFAULT_ROOT),
+            kw.get("storage_options"),
+            listing_ttl=kw.get("listing_ttl", 3600.0),
+            cache_dir=kw.get("cache_dir"),
+        )
         for prefix, hit in listings.items():
             st._memory.setdefault(prefix, hit)
         super().__setstate__(state)
@@ -195,8 +219,13 @@ class _Level(Catalog):
         rows = []
         for name, entry in self._get_entries().items():
             md = entry._base_metadata if isinstance(entry, LazyEntry) else entry._metadata
-            rows.append({"name": name, "kind": self.child_kind, **{k: v for k, v in md.items()
-                                                                    if not isinstance(v, (list, dict))}})
+            rows.append(
+                {
+                    "name": name,
+                    "kind": self.child_kind,
+                    **{k: v for k, v in md.items() if not isinstance(v, (list, dict))},
+                }
+            )
         return rows
 
     @property
@@ -211,8 +240,10 @@ class _Level(Catalog):
         1): Intake's recursive search would list the whole bucket.
         """
         if depth != 1:
-            raise ValueError("the gallery catalog searches one level at a time (depth=1); "
-                             "open a deeper level and search there")
+            raise ValueError(
+                "the gallery catalog searches one level at a time (depth=1); "
+                "open a deeper level and search there"
+            )
         keep = {}
         for row, (name, entry) in zip(self._rows(), self._get_entries().items(), strict=True):
             if text and text.lower() not in name.lower():
@@ -249,16 +280,23 @@ class _Level(Catalog):
                     "description": entry._description,
                     "driver": f"{entry._plugin[0].__module__}.{entry._plugin[0].__name__}",
                     "args": dict(entry._open_args),
-                    "parameters": {p.name: p.__getstate__()["kwargs"] for p in entry._user_parameters},
+                    "parameters": {
+                        p.name: p.__getstate__()["kwargs"] for p in entry._user_parameters
+                    },
                     "metadata": entry._metadata,
                 }
             args = kw["args"]
             if args.get("storage_options"):
-                args["storage_options"] = {k: v for k, v in redact(args["storage_options"]).items()
-                                           if v != "***"}
+                args["storage_options"] = {
+                    k: v for k, v in redact(args["storage_options"]).items() if v != "***"
+                }
             sources[name] = kw
-        doc = {"metadata": {**self.metadata, "frozen_from": self.storage.root},
-               "name": self.name, "description": self.description, "sources": sources}
+        doc = {
+            "metadata": {**self.metadata, "frozen_from": self.storage.root},
+            "name": self.name,
+            "description": self.description,
+            "sources": sources,
+        }
         return yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -294,7 +332,9 @@ class GalleryCatalog(_Level):
     def _load(self) -> None:
         self._entries = {
             p: LocalCatalogEntry(
-                p, f"project {p}", ProjectCatalog,
+                p,
+                f"project {p}",
+                ProjectCatalog,
                 args={**self._child_args, "project": p},
                 metadata={"project": p, "accession": p[:7]},
             )
@@ -309,8 +349,14 @@ class ProjectCatalog(_Level):
     kind = "project"
     child_kind = "source"
 
-    def __init__(self, urlpath: str = DEFAULT_ROOT, storage_options: dict[str, Any] | None = None,
-                 *, project: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        urlpath: str = DEFAULT_ROOT,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        project: str,
+        **kwargs: Any,
+    ) -> None:
         layout.validate_name(project, "project")
         self.project = project
         super().__init__(urlpath, storage_options, **kwargs)
@@ -322,7 +368,9 @@ class ProjectCatalog(_Level):
     def _load(self) -> None:
         self._entries = {
             s: LocalCatalogEntry(
-                s, f"{self.project}/{s}", SourceCatalog,
+                s,
+                f"{self.project}/{s}",
+                SourceCatalog,
                 args={**self._child_args, "project": self.project, "source": s},
                 metadata={"project": self.project, "source": s},
             )
@@ -349,8 +397,15 @@ class SourceCatalog(_Level):
     kind = "source"
     child_kind = "product"
 
-    def __init__(self, urlpath: str = DEFAULT_ROOT, storage_options: dict[str, Any] | None = None,
-                 *, project: str, source: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        urlpath: str = DEFAULT_ROOT,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        project: str,
+        source: str,
+        **kwargs: Any,
+    ) -> None:
         layout.validate_name(project, "project")
         layout.validate_name(source, "source")
         self.project, self.source = project, source
@@ -364,28 +419,43 @@ class SourceCatalog(_Level):
         entries: dict[str, Any] = {}
         for product in self.gallery.products(self.project, self.source):
             spec = layout.PRODUCT_SPECS[ENTRY_PRODUCTS[product]]
-            md = {"project": self.project, "source": self.source, "product": product,
-                  "template": spec.template}
+            md = {
+                "project": self.project,
+                "source": self.source,
+                "product": product,
+                "template": spec.template,
+            }
             if product == "profiles_assembled":
                 entries[product] = LocalCatalogEntry(
-                    product, _DESCRIPTIONS[product], AssembledCatalog,
+                    product,
+                    _DESCRIPTIONS[product],
+                    AssembledCatalog,
                     args={**self._child_args, "project": self.project, "source": self.source},
                     metadata=md,
                 )
                 continue
-            args = {**self._child_args, "project": self.project, "source": self.source,
-                    "product": product}
+            args = {
+                **self._child_args,
+                "project": self.project,
+                "source": self.source,
+                "product": product,
+            }
             names = _PARAMETER_NAMES[product]
             args.update({n: "{{ " + n + " }}" for n in names})
             entries[product] = LazyEntry(
-                product, _DESCRIPTIONS[product], GallerySource, args=args,
-                resolve=self._resolver(product), metadata=md,
+                product,
+                _DESCRIPTIONS[product],
+                GallerySource,
+                args=args,
+                resolve=self._resolver(product),
+                metadata=md,
             )
         self._entries = entries
 
     def _resolver(self, product: str) -> Callable[[], tuple[list[UserParameter], dict[str, Any]]]:
         def resolve() -> tuple[list[UserParameter], dict[str, Any]]:
             return _product_parameters(self.gallery, self.project, self.source, product)
+
         return resolve
 
 
@@ -403,21 +473,30 @@ _BATCH_HELP = "batch folder, a glob, or '*' for all"
 _PLATE_HELP = "plate name, a glob (e.g. 'BR0011703*'), or '*' for all"
 
 
-def _product_parameters(g: Gallery, project: str, source: str,
-                        product: str) -> tuple[list[UserParameter], dict[str, Any]]:
+def _product_parameters(
+    g: Gallery, project: str, source: str, product: str
+) -> tuple[list[UserParameter], dict[str, Any]]:
     """UserParameters (with allowed values from the gallery) and metadata of a table entry."""
     if product == "platemaps":
         prefix, batches = g.platemap_batches(project, source)
         return (
-            [_param("batch", _BATCH_HELP, batches[0] if batches else ALL, [*batches, ALL]),
-             _param("platemap", "'barcode_platemap' or the name of a platemap file",
-                    "barcode_platemap")],
+            [
+                _param("batch", _BATCH_HELP, batches[0] if batches else ALL, [*batches, ALL]),
+                _param(
+                    "platemap",
+                    "'barcode_platemap' or the name of a platemap file",
+                    "barcode_platemap",
+                ),
+            ],
             {"prefix": prefix, "batches": list(batches)},
         )
     pp = g.plate_product(project, source, product)
     params: list[UserParameter] = []
-    md: dict[str, Any] = {"prefix": pp.prefix, "batches": list(pp.batches),
-                          "n_plates": sum(len(v) for v in pp.plates.values())}
+    md: dict[str, Any] = {
+        "prefix": pp.prefix,
+        "batches": list(pp.batches),
+        "n_plates": sum(len(v) for v in pp.plates.values()),
+    }
     if pp.models:
         params.append(_param("model", "deep-learning model folder", pp.models[0], pp.models))
         md["models"] = list(pp.models)
@@ -425,13 +504,25 @@ def _product_parameters(g: Gallery, project: str, source: str,
     params.append(_param("plate", _PLATE_HELP, ALL))
     if product == "profiles":
         variants = pp.variants
-        params.append(_param("variant", "processing variant ('' is the bare <plate>.<ext> file)",
-                             choose_variant(variants), variants))
+        params.append(
+            _param(
+                "variant",
+                "processing variant ('' is the bare <plate>.<ext> file)",
+                choose_variant(variants),
+                variants,
+            )
+        )
         md["variants"] = list(variants)
         md["files"] = dict(pp.files)
     if product == "analysis":
-        params.append(_param("compartment", "CellProfiler object table", "Cells",
-                             ["Cells", "Cytoplasm", "Nuclei", "Image", "Experiment"]))
+        params.append(
+            _param(
+                "compartment",
+                "CellProfiler object table",
+                "Cells",
+                ["Cells", "Cytoplasm", "Nuclei", "Image", "Experiment"],
+            )
+        )
     return params, md
 
 
@@ -447,9 +538,16 @@ class AssembledCatalog(_Level):
     kind = "profiles_assembled"
     child_kind = "subset"
 
-    def __init__(self, urlpath: str = DEFAULT_ROOT, storage_options: dict[str, Any] | None = None,
-                 *, project: str, source: str, manifests: list[str] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        urlpath: str = DEFAULT_ROOT,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        project: str,
+        source: str,
+        manifests: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         layout.validate_name(project, "project")
         layout.validate_name(source, "source")
         self.project, self.source = project, source
@@ -478,11 +576,16 @@ class AssembledCatalog(_Level):
             by_variant = {v: records.get(k) for v, k in versions[newest].items()}
             pointed = [v for v, r in by_variant.items() if r is not None]
             default_variant = choose_assembled_variant(
-                versions[newest], pointed[0] if len(pointed) == 1 else _main_record(by_variant))
+                versions[newest], pointed[0] if len(pointed) == 1 else _main_record(by_variant)
+            )
             rec = records.get(versions[newest].get(default_variant, ""))
             md: dict[str, Any] = {
-                "project": self.project, "source": self.source, "product": "profiles_assembled",
-                "subset": subset, "versions": ordered, "variants": variants,
+                "project": self.project,
+                "source": self.source,
+                "product": "profiles_assembled",
+                "subset": subset,
+                "versions": ordered,
+                "variants": variants,
                 "template": layout.PRODUCT_SPECS["profiles_assembled"].template,
                 "url": self.storage.url(versions[newest][default_variant]),
             }
@@ -491,17 +594,30 @@ class AssembledCatalog(_Level):
             params = [
                 _param("version", "assembly version (default: the newest)", newest, ordered),
                 _param("variant", "processing pipeline", default_variant, variants),
-                _param("verify", "check the object's ETag against the manifest before loading",
-                       False, type="bool"),
+                _param(
+                    "verify",
+                    "check the object's ETag against the manifest before loading",
+                    False,
+                    type="bool",
+                ),
             ]
             entries[subset] = CPGEntry(
-                subset, f"{self.project}/{self.source} assembled profiles: {subset}",
+                subset,
+                f"{self.project}/{self.source} assembled profiles: {subset}",
                 GallerySource,
-                args={**self._child_args, "project": self.project, "source": self.source,
-                      "product": "profiles_assembled", "subset": subset,
-                      "version": "{{ version }}", "variant": "{{ variant }}",
-                      "verify": "{{ verify }}", "etag": rec.etag if rec is not None else None},
-                parameters=params, metadata=md,
+                args={
+                    **self._child_args,
+                    "project": self.project,
+                    "source": self.source,
+                    "product": "profiles_assembled",
+                    "subset": subset,
+                    "version": "{{ version }}",
+                    "variant": "{{ variant }}",
+                    "verify": "{{ verify }}",
+                    "etag": rec.etag if rec is not None else None,
+                },
+                parameters=params,
+                metadata=md,
             )
         self._entries = entries
 
@@ -522,7 +638,8 @@ def _main_record(by_variant: dict[str, Any]) -> str | None:
     return None
 
 
-def open_gallery(urlpath: str = DEFAULT_ROOT, storage_options: dict[str, Any] | None = None,
-                 **kwargs: Any) -> GalleryCatalog:
+def open_gallery(
+    urlpath: str = DEFAULT_ROOT, storage_options: dict[str, Any] | None = None, **kwargs: Any
+) -> GalleryCatalog:
     """Open a gallery root as a catalog (same as ``intake.open_cpg``)."""
     return GalleryCatalog(urlpath, storage_options, **kwargs)

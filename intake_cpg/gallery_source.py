@@ -25,8 +25,15 @@ log = logging.getLogger(__name__)
 __all__ = ["GallerySource"]
 
 #: Options passed through to :class:`~intake_cpg.sources.ProfilesSource` unchanged.
-_READER_OPTIONS = ("columns", "filters", "index", "schema", "path_metadata", "expand_embeddings",
-                   "files_per_partition")
+_READER_OPTIONS = (
+    "columns",
+    "filters",
+    "index",
+    "schema",
+    "path_metadata",
+    "expand_embeddings",
+    "files_per_partition",
+)
 
 
 def _is_table(name: str) -> bool:
@@ -85,9 +92,18 @@ class GallerySource(DataSource):
                 f"unknown option(s) {sorted(unknown)} for {product!r}; "
                 f"the loader accepts {list(_READER_OPTIONS)}"
             )
-        params = {"project": project, "source": source, "batch": batch, "plate": plate,
-                  "variant": variant, "model": model, "compartment": compartment,
-                  "platemap": platemap, "subset": subset, "version": version}
+        params = {
+            "project": project,
+            "source": source,
+            "batch": batch,
+            "plate": plate,
+            "variant": variant,
+            "model": model,
+            "compartment": compartment,
+            "platemap": platemap,
+            "subset": subset,
+            "version": version,
+        }
         validate_params(params)  # before any request is made
         self.root = urlpath
         self.params = params
@@ -95,8 +111,9 @@ class GallerySource(DataSource):
         self.verify = bool(verify)
         self.etag = etag or None
         self.reader_options = reader_options
-        self.storage = get_storage(urlpath, storage_options, listing_ttl=listing_ttl,
-                                   cache_dir=cache_dir)
+        self.storage = get_storage(
+            urlpath, storage_options, listing_ttl=listing_ttl, cache_dir=cache_dir
+        )
         self._keys: list[str] | None = None
         self._inner: Any = None
         super().__init__(metadata=metadata)
@@ -136,11 +153,13 @@ class GallerySource(DataSource):
             return g.plate_keys(pp, pairs, preferred[0], self.where)
         if self.product == "analysis":
             comp = p["compartment"]
-            keys = g.subtree_keys(pp, pairs, lambda e: _is_table(e.name) and
-                                  e.name.split(".", 1)[0] == comp)
+            keys = g.subtree_keys(
+                pp, pairs, lambda e: _is_table(e.name) and e.name.split(".", 1)[0] == comp
+            )
             if not keys:
-                raise not_found("compartment", comp, ["Cells", "Cytoplasm", "Nuclei", "Image"],
-                                self.where)
+                raise not_found(
+                    "compartment", comp, ["Cells", "Cytoplasm", "Nuclei", "Image"], self.where
+                )
             return keys
         # embeddings
         keys = g.subtree_keys(pp, pairs, lambda e: e.name.endswith(".parquet"))

@@ -242,8 +242,12 @@ class Gallery:
         layout.validate_name(source, "source")
         top = f"{project}/{source}"
         stages = set(self._dirs(top))
-        listing = self.storage.ls_many(f"{top}/{s}" for s in ("workspace", "workspace_dl") if s in stages)
-        second = {p.rsplit("/", 1)[-1]: {e.name for e in es if e.is_dir} for p, es in listing.items()}
+        listing = self.storage.ls_many(
+            f"{top}/{s}" for s in ("workspace", "workspace_dl") if s in stages
+        )
+        second = {
+            p.rsplit("/", 1)[-1]: {e.name for e in es if e.is_dir} for p, es in listing.items()
+        }
         present = []
         for entry, product in ENTRY_PRODUCTS.items():
             base = layout.PRODUCT_SPECS[product].base
@@ -258,7 +262,9 @@ class Gallery:
         return "/".join((project, source, *spec.base))
 
     # -- per-plate products -----------------------------------------------------------------
-    def plate_product(self, project: str, source: str, entry: str, model: str | None = None) -> PlateProduct:
+    def plate_product(
+        self, project: str, source: str, entry: str, model: str | None = None
+    ) -> PlateProduct:
         """Batches, plates and file patterns of a per-plate product (see module cost model)."""
         product = ENTRY_PRODUCTS[entry]
         prefix = self.base_prefix(project, source, product)
@@ -299,14 +305,20 @@ class Gallery:
                         variant = stem if plate not in stem else stem.replace(plate, "{plate}")
                     best = files.get(variant)
                     pattern = _file_pattern(e.name, plate)
-                    if best is None or _TABLE_EXTENSIONS.index(ext) < _TABLE_EXTENSIONS.index(_split_ext(best)[1]):
+                    if best is None or _TABLE_EXTENSIONS.index(ext) < _TABLE_EXTENSIONS.index(
+                        _split_ext(best)[1]
+                    ):
                         files[variant] = pattern
         return PlateProduct(product, prefix, batches, plates, files, models)
 
-    def plate_keys(self, pp: PlateProduct, pairs: list[tuple[str, str]], variant: str, where: str) -> list[str]:
+    def plate_keys(
+        self, pp: PlateProduct, pairs: list[tuple[str, str]], variant: str, where: str
+    ) -> list[str]:
         """Keys of one file per selected plate, following the learnt file-name pattern."""
         if variant not in pp.files:
-            raise not_found("variant", variant or "(bare file)", [v or "(bare file)" for v in pp.files], where)
+            raise not_found(
+                "variant", variant or "(bare file)", [v or "(bare file)" for v in pp.files], where
+            )
         pattern = pp.files[variant]
         return [f"{pp.prefix}/{b}/{p}/{pattern.replace('{plate}', p)}" for b, p in pairs]
 
@@ -370,4 +382,3 @@ def validate_params(params: Mapping[str, object]) -> None:
         if not isinstance(v, str):
             raise ParameterError(f"parameter {k!r} must be a string, got {type(v).__name__} {v!r}")
         layout.validate_name(v, k, allow_glob=k in ("batch", "plate"))
-
