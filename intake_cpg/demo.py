@@ -216,6 +216,11 @@ def _real_profile(plate: str) -> pd.DataFrame:
 
 
 _REAL_PLATES = ("BR00117037", "BR00117038")
+_REAL_COLUMNS = (
+    "Cells_AreaShape_Zernike_5_1",
+    "Cells_AreaShape_Zernike_5_3",
+    "Cells_AreaShape_Zernike_5_5",
+)
 
 
 def select_features(n_features: int | None = None) -> tuple[str, ...]:
@@ -236,7 +241,12 @@ def select_features(n_features: int | None = None) -> tuple[str, ...]:
             f"n_features={n_features!r} is not valid: expected None (a {DEFAULT_N_FEATURES}-column "
             f"demo) or an integer from 1 to {len(names)} (full width); try n_features=None"
         )
-    idx = np.unique(np.linspace(0, len(names) - 1, n).round().astype(int))
+    if n_features is None:  # keep the columns the packaged real profiles carry
+        real = [names.index(c) for c in _REAL_COLUMNS]
+        spread = np.linspace(0, len(names) - 1, n - len(real)).round().astype(int)
+        idx = np.unique(np.concatenate([spread, real]))
+    else:
+        idx = np.unique(np.linspace(0, len(names) - 1, n).round().astype(int))
     return tuple(names[i] for i in idx)
 
 
@@ -249,7 +259,7 @@ def mixed_features(features: Sequence[str]) -> tuple[str, ...]:
     >>> base = select_features()
     >>> mixed = mixed_features(base)
     >>> len(set(base) - set(mixed)) > 0, sorted(set(mixed) - set(base))[0]
-    (True, 'Cells_Granularity_15_Brightfield')
+    (True, 'Cells_Correlation_Manders_AGP_Brightfield')
     """
     kept = [f for i, f in enumerate(features) if i % 7 != 3]
     present = set(features)
@@ -683,8 +693,9 @@ def build_demo(
         target: where to write (``"demo-gallery"``, ``"/tmp/g"``, ``"s3://bucket"``); an S3
             bucket must exist and ``storage_options`` must carry credentials that can write.
         storage_options: passed to fsspec for ``target``.
-        n_features: feature columns per cpg0016 plate: None for a small realistic subset
-            (60 real names), 4762 for full width (4,765 columns with the metadata).
+        n_features: feature columns of the cpg0016 per-plate profiles: None for a small
+            realistic subset (60 real names), 4762 for full width (4,765 columns with the
+            metadata). The other products always use the small subset.
         plates_per_batch: plates written per demo batch (ignored with ``all_plates``).
         all_plates: write a ``<plate>.parquet`` for every one of the 2,525 cpg0016 plates.
         analysis_sites: sites per well in ``load_data`` and the ``analysis`` folders.
@@ -708,7 +719,8 @@ def build_demo(
             )
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ParameterError(f"seed={seed!r} is not valid: expected an integer >= 0; try seed=0")
-    features = select_features(n_features)
+    features = select_features(n_features)  # the cpg0016 per-plate profiles
+    small = select_features(None)  # everything else stays narrow, whatever n_features is
 
     if "://" not in target and not target.startswith("file:"):
         target = os.path.abspath(target)
@@ -764,7 +776,7 @@ def build_demo(
                     row.source,
                     row.batch,
                     row.plate,
-                    _features_for(row.source, features),
+                    _features_for(row.source, small),
                     analysis_sites,
                     seed,
                     first=(i == 0),
@@ -773,10 +785,10 @@ def build_demo(
             )
 
     # ---- cpg0004-lincs
-    tasks += _lincs_tasks(writer, features, plates_per_batch, seed, plate_rows)
+    tasks += _lincs_tasks(writer, small, plates_per_batch, seed, plate_rows)
 
     # ---- cpg0016-jump-assembled (+ manifest, after the objects exist)
-    assembled_keys = _assembled_tasks(writer, stage, features, seed, large_object, tasks)
+    assembled_keys = _assembled_tasks(writer, stage, small, seed, large_object, tasks)
 
     # ---- not projects
     scratch = {
