@@ -5,6 +5,10 @@ bogus warning: intake 2.0.9 checks every string user-parameter default for ``she
 and warns "Shell command not executed due to getshell=False" even when the default is a
 plain string (intake issue 887). Only that exact warning is filtered, only while the
 entry's open arguments are built; every other warning still shows.
+
+Entries parsed from YAML files are intake's own class, so for YAML catalogs whose drivers
+live in intake-cpg (``catalogs/jump.yaml``) :func:`silence_shell_warning` installs the same
+filter process-wide, restricted to that message issued from ``intake.catalog.utils``.
 """
 
 from __future__ import annotations
@@ -14,9 +18,16 @@ from typing import Any
 
 from intake.catalog.local import LocalCatalogEntry
 
-__all__ = ["CPGEntry"]
+__all__ = ["CPGEntry", "silence_shell_warning"]
 
 _SHELL_WARNING = "Shell command not executed due to getshell=False"
+
+
+def silence_shell_warning() -> None:
+    """Ignore intake's bogus shell-command warning everywhere (only from ``intake.catalog.utils``)."""
+    warnings.filterwarnings(
+        "ignore", message=_SHELL_WARNING, category=UserWarning, module=r"intake\.catalog\.utils"
+    )
 
 
 class CPGEntry(LocalCatalogEntry):
