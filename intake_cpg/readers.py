@@ -562,6 +562,7 @@ def read_file(
     """
     fmt = detect_format(url, format)
     fs, path = _open_fs(url, storage_options)
+    expr = None
     try:
         if fmt.kind == "parquet":
             with fs.open(path, "rb", cache_type="none") as fh:
@@ -569,9 +570,7 @@ def read_file(
                 schema = frag.physical_schema
                 names = tuple(schema.names)
                 present = names if columns is None else [c for c in columns if c in names]
-                fcols = filter_columns(filters)
-                expr = None
-                if filters and all(c in names for c in fcols):
+                if filters and _pushdown_ok(schema, filter_columns(filters)):
                     expr = pq.filters_to_expression(filters)
                 table = frag.to_table(columns=list(present), filter=expr)
             safe = _arrow_string_safe(table.schema)
@@ -582,12 +581,8 @@ def read_file(
             with fs.open(path, "rb", compression=fmt.compression) as fh:
                 data = fh.read()
             df = _read_text_bytes(data, fmt, columns, dtypes)
-            names = tuple(
-                str(c) for c in pd.read_csv(io.BytesIO(data), sep=fmt.sep, nrows=0).columns
-            )
-            fcols = filter_columns(filters)
-            if filters and all(c in df.columns for c in fcols):
-                df = apply_filters(df, filters)
+            header = pd.read_csv(io.BytesIO(data), sep=fmt.sep, nrows=0)
+            names = tuple(str(c) for c in header.columns)
     except FileNotFoundError:
         raise
     except _READ_ERRORS as exc:
@@ -595,7 +590,21 @@ def read_file(
     for c in df.columns:
         if is_string_column(str(c)) and df[c].dtype != STRING_DTYPE:
             df[c] = df[c].astype(STRING_DTYPE)
+    if filters and expr is None and all(c in df.columns for c in filter_columns(filters)):
+        df = apply_filters(df, filters)
     return df.reset_index(drop=True), names
+
+
+def _pushdown_ok(schema: pa.Schema, columns: Sequence[str]) -> bool:
+    """Filters go to pyarrow when the file has every filter column stored as it is returned
+    (a ``Metadata_*`` column stored as integers is compared as strings, after the cast)."""
+    for c in columns:
+        idx = schema.get_field_index(c)
+        if idx < 0:
+            return False
+        if is_string_column(c) and not pa.types.is_string(schema.field(idx).type):
+            return False
+    return True
 
 
 def _na_series(n: int, dtype: Any, index: pd.Index) -> pd.Series:
