@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 
 from .errors import ParameterError, StorageError
 from .etag import compute_etag
+from .layout import format_key
 
 log = logging.getLogger(__name__)
 
@@ -135,51 +136,6 @@ _MANIFEST_KEY = "cpg0016-jump-assembled/source_all/workspace/profiles_assembled/
 # --------------------------------------------------------------------------------------------
 # keys
 # --------------------------------------------------------------------------------------------
-
-
-def _key(product: str, **f: str | None) -> str:
-    """Bucket-relative key of a product file.
-
-    TODO(layout): switch to ``intake_cpg.layout.format_key`` when that module lands.
-    """
-    p, s = f["project"], f["source"]
-    if product == "profiles":
-        name = f["plate"] + (f"_{f['variant']}" if f.get("variant") else "")
-        return f"{p}/{s}/workspace/profiles/{f['batch']}/{f['plate']}/{name}.{f['extension']}"
-    if product == "load_data":
-        return (
-            f"{p}/{s}/workspace/{f.get('base') or 'load_data_csv'}/{f['batch']}/{f['plate']}/"
-            f"{f['filename']}"
-        )
-    if product == "analysis":
-        return (
-            f"{p}/{s}/workspace/analysis/{f['batch']}/{f['plate']}/analysis/"
-            f"{f['plate']}-{f['well']}-{f['site']}/{f['filename']}"
-        )
-    if product == "backend":
-        return f"{p}/{s}/workspace/backend/{f['batch']}/{f['plate']}/{f['plate']}.csv"
-    if product == "illum":
-        return f"{p}/{s}/images/{f['batch']}/illum/{f['plate']}/{f['filename']}"
-    if product == "dl_profiles":
-        return (
-            f"{p}/{s}/workspace_dl/profiles/{f['model']}/{f['batch']}/{f['plate']}/"
-            f"{f['plate']}.parquet"
-        )
-    if product == "embeddings":
-        return (
-            f"{p}/{s}/workspace_dl/embeddings/{f['model']}/{f['batch']}/{f['plate']}/"
-            f"{f['well']}-{f['site']}/embedding.parquet"
-        )
-    if product == "barcode_platemap":
-        return f"{p}/{s}/workspace/metadata/platemaps/{f['batch']}/barcode_platemap.csv"
-    if product == "platemap":
-        return f"{p}/{s}/workspace/metadata/platemaps/{f['batch']}/platemap/{f['filename']}"
-    if product == "profiles_assembled":
-        return (
-            f"{p}/{s}/workspace/profiles_assembled/{f['subset']}/{f['version']}/"
-            f"{f['variant']}.parquet"
-        )
-    raise AssertionError(product)
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,6 +341,11 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     return buf.getvalue()
+
+
+def _string_table(df: pd.DataFrame) -> pa.Table:
+    """All-string frame as an Arrow table of ``string`` (not ``large_string``) columns."""
+    return pa.table({c: pa.array(df[c].tolist(), pa.string()) for c in df.columns})
 
 
 def _strings(n: int, value: str) -> pa.Array:
@@ -738,7 +699,7 @@ def build_demo(
     project = "cpg0016-jump"
     selected = _select_cpg0016(plates_per_batch, all_plates)
     for row in selected.itertuples(index=False):
-        key = _key(
+        key = format_key(
             "profiles",
             project=project,
             source=row.source,
@@ -845,27 +806,37 @@ def _write_stage(
     ids = {"project": project, "source": source, "batch": batch, "plate": plate}
     load_data = _load_data_table(source, batch, plate, sites)
     # the first plate's load_data is plain CSV, the others gzip'd: the gallery holds both
-    name = "load_data_with_illum.csv" if first else "load_data_with_illum.csv.gz"
-    writer.put(_key("load_data", **ids, filename=name), _csv_bytes(load_data, gz=not first))
+    ext = "csv" if first else "csv.gz"
+    writer.put(
+        format_key("load_data", **ids, variant="with_illum", extension=ext),
+        _csv_bytes(load_data, gz=not first),
+    )
     if deep:
         profile = _profile_table(source, plate, features, seed).to_pandas()
-        writer.put(_key("backend", **ids), _csv_bytes(profile.drop(columns="Metadata_Source")))
+        writer.put(
+            format_key("backend", **ids, extension="csv"),
+            _csv_bytes(profile.drop(columns="Metadata_Source")),
+        )
     if first:
         writer.put(
-            _key(
-                "load_data",
-                **ids,
-                base="load_data_csv_orig",
-                filename="load_data_with_illum.parquet",
+            format_key(
+                "load_data", **ids, version="orig", variant="with_illum", extension="parquet"
             ),
-            _parquet_bytes(pa.Table.from_pandas(load_data, preserve_index=False)),
+            _parquet_bytes(_string_table(load_data)),
         )
         for well in ("A01", "B02"):
             for site in range(1, sites + 1):
                 tables = _analysis_tables(source, plate, well, site, features, seed)
                 for name, df in tables.items():
                     writer.put(
-                        _key("analysis", **ids, well=well, site=str(site), filename=f"{name}.csv"),
+                        format_key(
+                            "analysis",
+                            **ids,
+                            well=well,
+                            site=str(site),
+                            variant=name,
+                            extension="csv",
+                        ),
                         _csv_bytes(df),
                     )
     if not deep:
@@ -873,17 +844,26 @@ def _write_stage(
     rng = np.random.default_rng(_seed_of(seed, "illum", plate))
     for ch in _CHANNELS:
         illum = (1.0 + 0.05 * rng.standard_normal((8, 8))).astype(np.float32)
-        writer.put(_key("illum", **ids, filename=f"{plate}_Illum{ch}.npy"), _npy_bytes(illum))
+        writer.put(
+            format_key("illum", **ids, variant=f"Illum{ch}", extension="npy"), _npy_bytes(illum)
+        )
     for model in (_CPCNN, _EFFNET):
         writer.put(
-            _key("dl_profiles", **ids, model=model),
+            format_key("dl_profiles", **ids, model=model, extension="parquet"),
             _parquet_bytes(_dl_profile_table(source, batch, plate, model, seed)),
         )
     if first:
         for well in ("A01", "B02"):
             for site in range(1, sites + 1):
                 writer.put(
-                    _key("embeddings", **ids, model=_CPCNN, well=well, site=str(site)),
+                    format_key(
+                        "embeddings",
+                        **ids,
+                        model=_CPCNN,
+                        well=well,
+                        site=str(site),
+                        extension="parquet",
+                    ),
                     _parquet_bytes(_embedding_table(source, batch, plate, well, site, seed)),
                 )
 
@@ -909,12 +889,16 @@ def _lincs_tasks(
     chosen = usable.head(plates_per_batch)
     ids = {"project": project, "source": source, "batch": batch}
     tasks: list[Callable[[], None]] = [
-        functools.partial(writer.put, _key("barcode_platemap", **ids), barcode_bytes)
+        functools.partial(
+            writer.put, format_key("barcode_platemap", **ids, extension="csv"), barcode_bytes
+        )
     ]
     for name in platemap_files:
         tasks.append(
             functools.partial(
-                writer.put, _key("platemap", **ids, filename=name), _data(base + "platemap/" + name)
+                writer.put,
+                format_key("platemap", **ids, variant=name.removesuffix(".txt"), extension="txt"),
+                _data(base + "platemap/" + name),
             )
         )
     for row in chosen.itertuples(index=False):
@@ -925,7 +909,7 @@ def _lincs_tasks(
             keep_default_na=False,
         )
         for variant in _LINCS_VARIANTS:
-            key = _key(
+            key = format_key(
                 "profiles",
                 **ids,
                 plate=row.Assay_Plate_Barcode,
@@ -990,7 +974,7 @@ def _write_lincs_plate(
         "normalized_feature_select_negcon_batch": pd.concat([meta, negcon_norm[selected]], axis=1),
     }
     for variant, df in outputs.items():
-        key = _key("profiles", **ids, plate=plate, variant=variant, extension="csv.gz")
+        key = format_key("profiles", **ids, plate=plate, variant=variant, extension="csv.gz")
         writer.put(key, _csv_bytes(df, gz=True))
 
 
@@ -1012,7 +996,14 @@ def _assembled_tasks(
     }
     out = []
     for subset, version, variant, manifest_subset, kind in _ASSEMBLED:
-        key = _key("profiles_assembled", **ids, subset=subset, version=version, variant=variant)
+        key = format_key(
+            "profiles_assembled",
+            **ids,
+            subset=subset,
+            version=version,
+            variant=variant,
+            extension="parquet",
+        )
         big = large_object and (subset, version, variant) == LARGE_OBJECT_VARIANT
         plates = by_type[subset]
         plates = (plates if len(plates) else stage).head(_LARGE_N_PLATES if big else 2)
