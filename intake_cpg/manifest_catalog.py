@@ -87,6 +87,7 @@ class ManifestProfilesSource(ProfilesSource):
         root: str | None = None,
         **kwargs: Any,
     ) -> None:
+        silence_shell_warning()  # keep the filter in place for the next YAML entry
         meta = dict(metadata or {})
         if manifest:
             record = _find(read_manifest(manifest, storage_options), subset, manifest)
