@@ -354,3 +354,19 @@ def test_plan_first_fills_nan_and_warns(mixed, caplog):
     assert df["Cells_AreaShape_Zernike_5_5"].isna().all()
     assert df["Cells_AreaShape_Zernike_5_5"].dtype == np.dtype("float32")
     assert any("Nuclei_New" in r.getMessage() and str(b) in r.getMessage() for r in caplog.records)
+
+
+def test_dask_column_projection_reaches_reader(wide):
+    """``ddf[[...]]`` on a ProfilesSource reads only those columns (dask passes ``columns=``)."""
+    from intake_cpg.sources import ProfilesSource
+
+    src = ProfilesSource(f"countfile://{wide}")
+    ddf = src.to_dask()
+    CountingFileSystem.counter["bytes"] = 0
+    full = ddf.compute(scheduler="sync")
+    full_bytes = CountingFileSystem.counter["bytes"]
+    CountingFileSystem.counter["bytes"] = 0
+    two = ddf[["Metadata_Well", "Cells_F3"]].compute(scheduler="sync")
+    two_bytes = CountingFileSystem.counter["bytes"]
+    pd.testing.assert_frame_equal(two, full[["Metadata_Well", "Cells_F3"]])
+    assert two_bytes < 0.3 * full_bytes, (two_bytes, full_bytes)
