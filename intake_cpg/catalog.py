@@ -97,6 +97,16 @@ class LazyEntry(CPGEntry):
     def _metadata(self, value: dict[str, Any]) -> None:
         pass
 
+    def get(self, **user_parameters: Any) -> Any:
+        """Open the source; a value outside a parameter's allowed list names what exists."""
+        for p in self._user_parameters:
+            if p.name in user_parameters and p.allowed:
+                value = user_parameters[p.name]
+                if value not in p.allowed:
+                    where = self._base_metadata.get("prefix") or self._name
+                    raise not_found(p.name, str(value), [str(a) for a in p.allowed], where)
+        return super().get(**user_parameters)
+
     def frozen(self) -> dict[str, Any]:
         """The entry as plain YAML-able data (for ``Catalog.save``)."""
         params, md = self._resolve()
@@ -104,9 +114,18 @@ class LazyEntry(CPGEntry):
             "description": self._description,
             "driver": f"{GallerySource.__module__}.{GallerySource.__name__}",
             "args": dict(self._open_args),
-            "parameters": {p.name: p.__getstate__()["kwargs"] for p in params},
+            "parameters": {p.name: _plain(p.__getstate__()["kwargs"]) for p in params},
             "metadata": md,
         }
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts and lists (YAML-safe) from Intake's OrderedDicts and tuples."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _param(
@@ -141,6 +160,7 @@ class _Level(Catalog):
         *,
         cache_dir: str | None = None,
         listing_ttl: float = 3600.0,
+        manifests: list[str] | None = None,
         name: str | None = None,
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -152,17 +172,38 @@ class _Level(Catalog):
             urlpath, storage_options, listing_ttl=listing_ttl, cache_dir=cache_dir
         )
         self.gallery = Gallery(self.storage)
+        self.manifests = list(manifests or [])
         self._child_args = {
             "urlpath": urlpath,
             "storage_options": storage_options,
             "cache_dir": cache_dir,
             "listing_ttl": listing_ttl,
         }
+        self._source_args = dict(self._child_args)  # what a GallerySource takes
+        if self.manifests:
+            self._child_args["manifests"] = self.manifests
         md = {"root": self.storage.root, "level": self.kind, **(metadata or {})}
         super().__init__(name=name or self._default_name(), metadata=md, **kwargs)
 
     def _default_name(self) -> str:
         return self.kind
+
+    # -- lazy listing: nothing is listed until the entries are needed ------------------------
+    def _load(self) -> None:
+        # Intake calls this from __init__, on reload (every ``ttl`` seconds) and on
+        # unpickling; listing waits until the entries are asked for, so that
+        # ``cat.gallery(root=...)`` in a YAML catalog never lists the default root first.
+        self._loaded = False
+
+    def _get_entries(self) -> dict[str, Any]:
+        self.reload()
+        if not getattr(self, "_loaded", False):
+            self._entries = self._list_entries()
+            self._loaded = True
+        return self._entries
+
+    def _list_entries(self) -> dict[str, Any]:
+        raise NotImplementedError
 
     # -- pickling: carry the listings so that a worker does not list again -------------------
     def __getstate__(self) -> Any:
@@ -256,6 +297,7 @@ class _Level(Catalog):
 
     def walk(self, sofar: Any = None, prefix: Any = None, depth: int = 1) -> dict[str, Any]:
         """Entries of this level (``depth`` > 1 descends and lists, level by level)."""
+        self._get_entries()
         return super().walk(sofar=sofar, prefix=prefix, depth=depth)
 
     def refresh(self) -> None:
@@ -281,7 +323,7 @@ class _Level(Catalog):
                     "driver": f"{entry._plugin[0].__module__}.{entry._plugin[0].__name__}",
                     "args": dict(entry._open_args),
                     "parameters": {
-                        p.name: p.__getstate__()["kwargs"] for p in entry._user_parameters
+                        p.name: _plain(p.__getstate__()["kwargs"]) for p in entry._user_parameters
                     },
                     "metadata": entry._metadata,
                 }
@@ -329,8 +371,8 @@ class GalleryCatalog(_Level):
     def _aliases(self) -> dict[str, str]:
         return Gallery.aliases(self._get_entries())
 
-    def _load(self) -> None:
-        self._entries = {
+    def _list_entries(self) -> dict[str, Any]:
+        return {
             p: LocalCatalogEntry(
                 p,
                 f"project {p}",
@@ -365,8 +407,8 @@ class ProjectCatalog(_Level):
     def _default_name(self) -> str:
         return self.project
 
-    def _load(self) -> None:
-        self._entries = {
+    def _list_entries(self) -> dict[str, Any]:
+        return {
             s: LocalCatalogEntry(
                 s,
                 f"{self.project}/{s}",
@@ -415,7 +457,7 @@ class SourceCatalog(_Level):
     def _default_name(self) -> str:
         return f"{self.project}.{self.source}"
 
-    def _load(self) -> None:
+    def _list_entries(self) -> dict[str, Any]:
         entries: dict[str, Any] = {}
         for product in self.gallery.products(self.project, self.source):
             spec = layout.PRODUCT_SPECS[ENTRY_PRODUCTS[product]]
@@ -435,7 +477,7 @@ class SourceCatalog(_Level):
                 )
                 continue
             args = {
-                **self._child_args,
+                **self._source_args,
                 "project": self.project,
                 "source": self.source,
                 "product": product,
@@ -450,7 +492,7 @@ class SourceCatalog(_Level):
                 resolve=self._resolver(product),
                 metadata=md,
             )
-        self._entries = entries
+        return entries
 
     def _resolver(self, product: str) -> Callable[[], tuple[list[UserParameter], dict[str, Any]]]:
         def resolve() -> tuple[list[UserParameter], dict[str, Any]]:
@@ -545,13 +587,11 @@ class AssembledCatalog(_Level):
         *,
         project: str,
         source: str,
-        manifests: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         layout.validate_name(project, "project")
         layout.validate_name(source, "source")
         self.project, self.source = project, source
-        self.manifests = manifests
         super().__init__(urlpath, storage_options, **kwargs)
         self.metadata.update(project=project, source=source)
 
@@ -561,11 +601,13 @@ class AssembledCatalog(_Level):
     def _known_records(self) -> dict[str, Any]:
         """Manifest records by bucket-relative key: the bundled JUMP manifest, then ``manifests``."""
         records = dict(_bundled_records())
-        for urlpath in self.manifests or ():
-            records.update({r.key: r for r in read_manifest(urlpath)})
+        for urlpath in self.manifests:
+            same_store = urlpath.startswith(self.storage.protocol + "://")
+            options = self.storage.storage_options if same_store else None
+            records.update({r.key: r for r in read_manifest(urlpath, options)})
         return records
 
-    def _load(self) -> None:
+    def _list_entries(self) -> dict[str, Any]:
         tree = self.gallery.assembled(self.project, self.source)
         records = self._known_records()
         entries: dict[str, Any] = {}
@@ -606,7 +648,7 @@ class AssembledCatalog(_Level):
                 f"{self.project}/{self.source} assembled profiles: {subset}",
                 GallerySource,
                 args={
-                    **self._child_args,
+                    **self._source_args,
                     "project": self.project,
                     "source": self.source,
                     "product": "profiles_assembled",
@@ -619,7 +661,7 @@ class AssembledCatalog(_Level):
                 parameters=params,
                 metadata=md,
             )
-        self._entries = entries
+        return entries
 
 
 @functools.lru_cache(maxsize=1)
