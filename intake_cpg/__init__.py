@@ -59,6 +59,7 @@ _EXPORTS: dict[str, str] = {
     "ProfilesSource": "sources",
     # demo
     "build_demo": "demo",
+    "DemoGallery": "demo",
 }
 
 __all__ = [
@@ -88,6 +89,7 @@ __all__ = [
     "ManifestCatalog",
     "ProfilesSource",
     "build_demo",
+    "DemoGallery",
 ]
 
 
@@ -106,7 +108,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from .catalog import GalleryCatalog, open_gallery
-    from .demo import build_demo
+    from .demo import DemoGallery, build_demo
     from .errors import (
         CPGError,
         DataReadError,

@@ -20,7 +20,8 @@ Every number is drawn from a generator seeded by ``seed``, so two builds with th
 write byte-identical objects. Every ``Metadata_*`` value is a string.
 
 >>> import tempfile
->>> demo = build_demo(tempfile.mkdtemp())
+>>> with tempfile.TemporaryDirectory() as folder:
+...     demo = build_demo(folder)
 >>> "cpg0016-jump" in demo.summary()
 True
 >>> sorted(demo.plates.project.unique())
@@ -669,7 +670,8 @@ def build_demo(
         A :class:`DemoGallery` describing what was written.
 
     >>> import tempfile
-    >>> demo = build_demo(tempfile.mkdtemp(), plates_per_batch=1, seed=1)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     demo = build_demo(folder, plates_per_batch=1, seed=1)
     >>> any(k.endswith("/1053601756/1053601756.parquet") for k in demo.keys)
     True
     """
