@@ -51,9 +51,11 @@ _EXPORTS: dict[str, str] = {
     "read_manifest": "manifest",
     "parse_manifest": "manifest",
     "compute_etag": "etag",
+    "verify_object": "etag",
     "verify_manifest": "etag",
     # intake classes
     "GalleryCatalog": "catalog",
+    "GallerySource": "gallery_source",
     "open_gallery": "catalog",
     "ManifestCatalog": "manifest_catalog",
     "ProfilesSource": "sources",
@@ -83,8 +85,10 @@ __all__ = [
     "read_manifest",
     "parse_manifest",
     "compute_etag",
+    "verify_object",
     "verify_manifest",
     "GalleryCatalog",
+    "GallerySource",
     "open_gallery",
     "ManifestCatalog",
     "ProfilesSource",
@@ -120,7 +124,8 @@ if TYPE_CHECKING:  # pragma: no cover
         SchemaMismatchError,
         StorageError,
     )
-    from .etag import compute_etag, verify_manifest
+    from .etag import compute_etag, verify_manifest, verify_object
+    from .gallery_source import GallerySource
     from .layout import PRODUCTS, GalleryPath, ProductSpec, format_key, parse_key
     from .manifest import ManifestRecord, parse_manifest, read_manifest
     from .manifest_catalog import ManifestCatalog
