@@ -124,16 +124,16 @@ class GallerySource(DataSource):
         p = self.params
         return f"{p['project']}/{p['source']}/{self.product}"
 
-    def keys(self) -> list[str]:
+    def file_keys(self) -> list[str]:
         """Root-relative keys of the files this source loads (listing what it must, once)."""
         if self._keys is None:
             self._keys = self._resolve()
             log.debug("%s resolved to %d file(s)", self.where, len(self._keys))
         return self._keys
 
-    def urls(self) -> list[str]:
+    def file_urls(self) -> list[str]:
         """Full URLs of the files this source loads."""
-        return [self.storage.url(k) for k in self.keys()]
+        return [self.storage.url(k) for k in self.file_keys()]
 
     def _resolve(self) -> list[str]:
         p = self.params
@@ -206,7 +206,7 @@ class GallerySource(DataSource):
         if self._inner is None:
             from .sources import ProfilesSource
 
-            keys = self.keys()
+            keys = self.file_keys()
             if self.verify and self.etag and len(keys) == 1:
                 from .etag import verify_object
 
@@ -224,7 +224,7 @@ class GallerySource(DataSource):
         self.npartitions = schema["npartitions"]
         self.dtype = schema["dtype"]
         self.shape = schema["shape"]
-        urls = self.urls()
+        urls = self.file_urls()
         self.metadata = {**self.metadata, "n_files": len(urls), "urls": urls[:20]}
         return Schema(
             datashape=None,

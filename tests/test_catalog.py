@@ -168,8 +168,8 @@ def test_other_tables_load(cat):
     assert (ld["Metadata_Plate"] == "BR00117037").all()
     cells = s4["analysis"](batch=BATCH, plate="BR00117037", compartment="Cells")
     assert cells.to_dask().npartitions >= 1
-    assert len(cells.keys()) >= 2 and all(
-        k.endswith(("Cells.csv", "Cells.csv.gz")) for k in cells.keys()
+    assert len(cells.file_keys()) >= 2 and all(
+        k.endswith(("Cells.csv", "Cells.csv.gz")) for k in cells.file_keys()
     )
     nuclei = s4["analysis"](batch=BATCH, plate="BR00117037", compartment="Nuclei").read()
     assert len(nuclei) > 0
@@ -184,7 +184,7 @@ def test_other_tables_load(cat):
         or hasattr(dl_df[emb_cols[0]].iloc[0], "__len__")
     )
     emb = s4["embeddings"](batch=BATCH, plate="BR00117037")
-    assert all(k.endswith("embedding.parquet") for k in emb.keys())
+    assert all(k.endswith("embedding.parquet") for k in emb.file_keys())
 
 
 # -- assembled profiles -----------------------------------------------------------------------
@@ -203,7 +203,7 @@ def test_assembled_subsets_versions_variants(cat, s3_options):
     assert md["provenance"]["subset"] == "orf"
     assert md["provenance"]["recipe_ref"] == "a917fa79342ff92cf0ea05d6d9174d9028a90f8f"
     src = asm["ORF"](version="v1.0a", variant="profiles_wellpos_cc_var_mad_outlier")
-    want = _direct(s3_options, src.keys()[0])
+    want = _direct(s3_options, src.file_keys()[0])
     got = src.read()[list(want.columns)].reset_index(drop=True)
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
     assert all(pd.api.types.is_string_dtype(got[c]) for c in got if c.startswith("Metadata_"))
@@ -232,7 +232,7 @@ def test_cost_of_browsing(cat):
     assert req["ls"] == 2
     list(source)
     assert req["ls"] == 5  # the source, then workspace/ and workspace_dl/ concurrently
-    source.df
+    assert len(source.df) == 6
     assert req["ls"] == 5
     source["profiles"].describe()  # base, 2 batches, 1 sample plate per batch
     assert req["ls"] == 5 + 1 + 2 + 2
