@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+import dask
 import dask.dataframe as dd
 import fsspec
 import numpy as np
@@ -376,9 +377,16 @@ class ProfilesSource(DataSource):
         """The lazy dask dataframe: one partition per file (or per group of small files)."""
         self._load_metadata()
         assert self._reader is not None and self._parts is not None
-        return dd.from_map(
-            self._reader, self._parts, meta=self._meta, label="cpg-profiles", enforce_metadata=False
-        )
+        # String columns are string[pyarrow] already; dask's own object->string conversion
+        # would turn list-typed embedding columns into their text, so it is switched off here.
+        with dask.config.set({"dataframe.convert-string": False}):
+            return dd.from_map(
+                self._reader,
+                self._parts,
+                meta=self._meta,
+                label="cpg-profiles",
+                enforce_metadata=False,
+            )
 
     def _get_partition(self, i: int) -> pd.DataFrame:
         self._load_metadata()
