@@ -358,7 +358,7 @@ def _strings(n: int, value: str) -> pa.Array:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds a DataFrame: compare fields, not galleries
 class DemoGallery:
     """What :func:`build_demo` wrote.
 
