@@ -17,7 +17,7 @@ from intake.source.base import DataSource, Schema
 
 from . import __version__, layout
 from .errors import ParameterError, not_found
-from .resolve import ALL, ENTRY_PRODUCTS, Gallery, validate_params
+from .resolve import ALL, ENTRY_PRODUCTS, Gallery, match_names, validate_params
 from .storage import DEFAULT_ROOT, get_storage
 
 log = logging.getLogger(__name__)
@@ -170,8 +170,6 @@ class GallerySource(DataSource):
     def _platemap_keys(self, g: Gallery) -> list[str]:
         p = self.params
         prefix, batches = g.platemap_batches(p["project"], p["source"])
-        from .resolve import match_names
-
         chosen = match_names(p["batch"], batches)
         if not chosen:
             raise not_found("batch", p["batch"], batches, self.where)
