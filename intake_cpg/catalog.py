@@ -520,7 +520,8 @@ def _product_parameters(
 ) -> tuple[list[UserParameter], dict[str, Any]]:
     """UserParameters (with allowed values from the gallery) and metadata of a table entry."""
     if product == "platemaps":
-        prefix, batches = g.platemap_batches(project, source)
+        batches = g.platemap_batches(project, source)
+        prefix = g.base_prefix(project, source, "barcode_platemap")
         return (
             [
                 _param("batch", _BATCH_HELP, batches[0] if batches else ALL, [*batches, ALL]),

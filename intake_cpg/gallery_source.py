@@ -169,19 +169,16 @@ class GallerySource(DataSource):
 
     def _platemap_keys(self, g: Gallery) -> list[str]:
         p = self.params
-        prefix, batches = g.platemap_batches(p["project"], p["source"])
+        batches = g.platemap_batches(p["project"], p["source"])
         chosen = match_names(p["batch"], batches)
         if not chosen:
             raise not_found("batch", p["batch"], batches, self.where)
         keys = []
         for b in chosen:
-            names = g.platemap_names(prefix, b)
-            if p["platemap"] not in names:
-                raise not_found("platemap", p["platemap"], names, f"{self.where} ({b})")
-            if p["platemap"] == "barcode_platemap":
-                keys.append(f"{prefix}/{b}/barcode_platemap.csv")
-            else:
-                keys.append(f"{prefix}/{b}/platemap/{p['platemap']}.txt")
+            tables = g.platemap_keys(p["project"], p["source"], b)
+            if p["platemap"] not in tables:
+                raise not_found("platemap", p["platemap"], tables, f"{self.where} ({b})")
+            keys.append(tables[p["platemap"]])
         return keys
 
     def _assembled_key(self, g: Gallery) -> str:

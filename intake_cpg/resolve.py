@@ -38,7 +38,6 @@ __all__ = [
     "TABLE_ENTRIES",
     "Gallery",
     "PlateProduct",
-    "check_choice",
     "choose_assembled_variant",
     "choose_variant",
     "match_names",
@@ -149,6 +148,12 @@ class PlateProduct:
     plates: Mapping[str, tuple[str, ...]]
     files: Mapping[str, str] = field(default_factory=dict)
     models: tuple[str, ...] = ()
+    fixed: Mapping[str, str] = field(default_factory=dict)
+
+    def folder(self, batch: str, plate: str | None = None) -> str:
+        """The folder of a batch, or of one plate in it (through the layout table)."""
+        spec = layout.PRODUCT_SPECS[self.product]
+        return spec.prefix(**self.fixed, batch=batch, plate=plate).rstrip("/")
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -175,16 +180,12 @@ class PlateProduct:
         return pairs
 
 
-def _file_pattern(filename: str, plate: str) -> str:
-    return filename.replace(plate, "{plate}")
+def _is_table(filename: str) -> bool:
+    return layout.split_ext(filename)[1] in _TABLE_EXTENSIONS
 
 
-def _split_ext(filename: str) -> tuple[str, str]:
-    for ext in _TABLE_EXTENSIONS + ("sqlite", "npy", "npz", "json"):
-        if filename.endswith("." + ext):
-            return filename[: -len(ext) - 1], ext
-    stem, _, ext = filename.rpartition(".")
-    return (stem, ext) if stem else (filename, "")
+def _rank(filename: str) -> int:
+    return _TABLE_EXTENSIONS.index(layout.split_ext(filename)[1] or "")
 
 
 class Gallery:
@@ -238,28 +239,25 @@ class Gallery:
 
     def products(self, project: str, source: str) -> list[str]:
         """Catalog entry names present in a source, in the order of :data:`ENTRY_PRODUCTS`."""
-        layout.validate_name(project, "project")
-        layout.validate_name(source, "source")
-        top = f"{project}/{source}"
+        top = f"{layout.validate_name(project, 'project')}/{layout.validate_name(source, 'source')}"
         stages = set(self._dirs(top))
+        bases = {e: layout.PRODUCT_SPECS[p].base for e, p in ENTRY_PRODUCTS.items()}
         listing = self.storage.ls_many(
-            f"{top}/{s}" for s in ("workspace", "workspace_dl") if s in stages
+            f"{top}/{b[0]}" for b in sorted(set(bases.values())) if len(b) > 1 and b[0] in stages
         )
         second = {
             p.rsplit("/", 1)[-1]: {e.name for e in es if e.is_dir} for p, es in listing.items()
         }
-        present = []
-        for entry, product in ENTRY_PRODUCTS.items():
-            base = layout.PRODUCT_SPECS[product].base
-            if not base or base[0] not in stages:
-                continue
-            if len(base) == 1 or base[1] in second.get(base[0], set()):
-                present.append(entry)
-        return present
+        return [
+            entry
+            for entry, base in bases.items()
+            if base and base[0] in stages and (len(base) == 1 or base[1] in second.get(base[0], ()))
+        ]
 
-    def base_prefix(self, project: str, source: str, product: str) -> str:
+    def base_prefix(self, project: str, source: str, product: str, **fields: str | None) -> str:
+        """The listing folder of a product (down to the first field not given)."""
         spec = layout.PRODUCT_SPECS[product]
-        return "/".join((project, source, *spec.base))
+        return spec.prefix(project=project, source=source, **fields).rstrip("/")
 
     # -- per-plate products -----------------------------------------------------------------
     def plate_product(
@@ -267,49 +265,41 @@ class Gallery:
     ) -> PlateProduct:
         """Batches, plates and file patterns of a per-plate product (see module cost model)."""
         product = ENTRY_PRODUCTS[entry]
-        prefix = self.base_prefix(project, source, product)
+        fixed = {"project": project, "source": source}
         models: tuple[str, ...] = ()
         if "model" in layout.PRODUCT_SPECS[product].levels:
-            models = tuple(self._dirs(prefix))
+            models = tuple(self._dirs(self.base_prefix(project, source, product)))
             if model is None:
                 if not models:
-                    return PlateProduct(product, prefix, (), {}, {}, ())
+                    return PlateProduct(
+                        product, self.base_prefix(project, source, product), (), {}, {}, (), fixed
+                    )
                 model = models[0]
             layout.validate_name(model, "model")
             if model not in models:
-                raise not_found("model", model, models, prefix)
-            prefix = f"{prefix}/{model}"
+                raise not_found("model", model, models, self.base_prefix(project, source, product))
+            fixed["model"] = model
+        prefix = self.base_prefix(product=product, **fixed)
         batches = tuple(self._dirs(prefix))
-        listing = self.storage.ls_many([f"{prefix}/{b}" for b in batches])
-        plates = {b: tuple(e.name for e in listing[f"{prefix}/{b}"] if e.is_dir) for b in batches}
+        pp = PlateProduct(product, prefix, batches, {}, {}, models, fixed)
+        listing = self.storage.ls_many(pp.folder(b) for b in batches)
+        plates = {b: tuple(e.name for e in listing[pp.folder(b)] if e.is_dir) for b in batches}
         files: dict[str, str] = {}
         if entry in ("profiles", "load_data", "backend", "dl_profiles"):
-            samples = [f"{prefix}/{b}/{ps[0]}" for b, ps in plates.items() if ps]
-            sample_listing = self.storage.ls_many(samples)
-            for sample, entries in sample_listing.items():
-                plate = sample.rsplit("/", 1)[-1]
+            samples = {pp.folder(b, ps[0]): ps[0] for b, ps in plates.items() if ps}
+            for folder, entries in self.storage.ls_many(samples).items():
+                plate = samples[folder]
                 for e in entries:
-                    if e.is_dir:
+                    if e.is_dir or not _is_table(e.name):
                         continue
-                    stem, ext = _split_ext(e.name)
-                    if ext not in _TABLE_EXTENSIONS:
+                    parsed = layout.parse_key(e.key)
+                    if parsed.product != product or parsed.plate not in (plate, None):
                         continue
-                    if entry in ("profiles", "dl_profiles"):
-                        if stem == plate:
-                            variant = ""
-                        elif stem.startswith(plate + "_"):
-                            variant = stem[len(plate) + 1 :]
-                        else:
-                            continue
-                    else:
-                        variant = stem if plate not in stem else stem.replace(plate, "{plate}")
-                    best = files.get(variant)
-                    pattern = _file_pattern(e.name, plate)
-                    if best is None or _TABLE_EXTENSIONS.index(ext) < _TABLE_EXTENSIONS.index(
-                        _split_ext(best)[1]
-                    ):
+                    variant = parsed.variant or ""
+                    pattern = e.name.replace(plate, "{plate}")
+                    if variant not in files or _rank(e.name) < _rank(files[variant]):
                         files[variant] = pattern
-        return PlateProduct(product, prefix, batches, plates, files, models)
+        return PlateProduct(product, prefix, batches, plates, files, models, fixed)
 
     def plate_keys(
         self, pp: PlateProduct, pairs: list[tuple[str, str]], variant: str, where: str
@@ -320,58 +310,57 @@ class Gallery:
                 "variant", variant or "(bare file)", [v or "(bare file)" for v in pp.files], where
             )
         pattern = pp.files[variant]
-        return [f"{pp.prefix}/{b}/{p}/{pattern.replace('{plate}', p)}" for b, p in pairs]
+        return [f"{pp.folder(b, p)}/{pattern.replace('{plate}', p)}" for b, p in pairs]
 
     def subtree_keys(
         self, pp: PlateProduct, pairs: list[tuple[str, str]], keep: Callable[[Entry], bool]
     ) -> list[str]:
         """Keys below each selected plate folder for which ``keep(entry)`` is true (listed)."""
-        found = self.storage.find_many(f"{pp.prefix}/{b}/{p}" for b, p in pairs)
+        found = self.storage.find_many(pp.folder(b, p) for b, p in pairs)
         keys = [e.key for entries in found.values() for e in entries if keep(e)]
         return sorted(keys)
 
     # -- platemaps --------------------------------------------------------------------------
-    def platemap_batches(self, project: str, source: str) -> tuple[str, tuple[str, ...]]:
-        prefix = self.base_prefix(project, source, "barcode_platemap")
-        return prefix, tuple(self._dirs(prefix))
+    def platemap_batches(self, project: str, source: str) -> tuple[str, ...]:
+        return tuple(self._dirs(self.base_prefix(project, source, "barcode_platemap")))
 
-    def platemap_names(self, prefix: str, batch: str) -> list[str]:
-        names = ["barcode_platemap"]
-        for e in self.storage.ls(f"{prefix}/{batch}/platemap"):
-            if not e.is_dir:
-                names.append(_split_ext(e.name)[0])
-        return names
+    def platemap_keys(self, project: str, source: str, batch: str) -> dict[str, str]:
+        """``{name: key}`` of a batch's platemap tables: ``barcode_platemap`` and each platemap."""
+        ids = {"project": project, "source": source, "batch": batch}
+        keys = {}
+        for e in self.storage.ls(
+            self.base_prefix(project, source, "barcode_platemap", batch=batch)
+        ):
+            if not e.is_dir and layout.parse_key(e.key).product == "barcode_platemap":
+                keys["barcode_platemap"] = e.key
+        for e in self.storage.ls(self.base_prefix(product="platemap", **ids)):
+            parsed = layout.parse_key(e.key)
+            if not e.is_dir and parsed.product == "platemap" and parsed.variant:
+                keys[parsed.variant] = e.key
+        return keys
 
     # -- assembled profiles -----------------------------------------------------------------
     def assembled(self, project: str, source: str) -> dict[str, dict[str, dict[str, str]]]:
         """``{subset: {version: {variant: key}}}`` of ``profiles_assembled`` (concurrent listings)."""
-        prefix = self.base_prefix(project, source, "profiles_assembled")
-        subsets = self._dirs(prefix)
-        versions = self.storage.ls_many(f"{prefix}/{s}" for s in subsets)
-        version_dirs = [e.key for entries in versions.values() for e in entries if e.is_dir]
-        files = self.storage.ls_many(version_dirs)
+        product = "profiles_assembled"
+        subsets = self._dirs(self.base_prefix(project, source, product))
+        folders = {s: self.base_prefix(project, source, product, subset=s) for s in subsets}
+        versions = self.storage.ls_many(folders.values())
+        files = self.storage.ls_many(e.key for es in versions.values() for e in es if e.is_dir)
         out: dict[str, dict[str, dict[str, str]]] = {}
         for s in subsets:
-            out[s] = {}
-            for v in (e for e in versions[f"{prefix}/{s}"] if e.is_dir):
+            found: dict[str, dict[str, str]] = {}
+            for v in (e for e in versions[folders[s]] if e.is_dir):
                 variants = {}
                 for f in files[v.key]:
-                    stem, ext = _split_ext(f.name)
-                    if not f.is_dir and ext in _TABLE_EXTENSIONS:
-                        variants[stem] = f.key
+                    parsed = layout.parse_key(f.key)
+                    if not f.is_dir and _is_table(f.name) and parsed.product == product:
+                        variants[parsed.variant or ""] = f.key
                 if variants:
-                    out[s][v.name] = variants
-            if not out[s]:
-                del out[s]
+                    found[v.name] = variants
+            if found:
+                out[s] = found
         return out
-
-
-def check_choice(value: str, allowed: Iterable[str], what: str, where: str) -> str:
-    """Validate a parameter against its allowed values (with close matches in the error)."""
-    allowed = list(allowed)
-    if value not in allowed:
-        raise not_found(what, value, allowed, where)
-    return value
 
 
 def validate_params(params: Mapping[str, object]) -> None:
