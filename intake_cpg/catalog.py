@@ -466,6 +466,11 @@ class SourceCatalog(_Level):
                 "source": self.source,
                 "product": product,
                 "template": spec.template,
+                "url_pattern": self.storage.url(
+                    spec.template.replace("{project}", self.project).replace(
+                        "{source}", self.source
+                    )
+                ),
             }
             if product == "profiles_assembled":
                 entries[product] = LocalCatalogEntry(

@@ -116,6 +116,7 @@ def test_profiles_parameters_list_allowed_values(cat):
     md = desc["metadata"]
     assert md["project"] == "cpg0016-jump" and md["product"] == "profiles"
     assert "{batch}/{plate}/{plate}" in md["template"]
+    assert md["url_pattern"].startswith("s3://cpg-demo/cpg0016-jump/source_4/workspace/profiles/")
 
 
 def test_one_plate_equals_direct_read(cat, s3_options):
