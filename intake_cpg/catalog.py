@@ -97,16 +97,6 @@ class LazyEntry(CPGEntry):
     def _metadata(self, value: dict[str, Any]) -> None:
         pass
 
-    def get(self, **user_parameters: Any) -> Any:
-        """Open the source; a value outside a parameter's allowed list names what exists."""
-        for p in self._user_parameters:
-            if p.name in user_parameters and p.allowed:
-                value = user_parameters[p.name]
-                if value not in p.allowed:
-                    where = self._base_metadata.get("prefix") or self._name
-                    raise not_found(p.name, str(value), [str(a) for a in p.allowed], where)
-        return super().get(**user_parameters)
-
     def frozen(self) -> dict[str, Any]:
         """The entry as plain YAML-able data (for ``Catalog.save``)."""
         params, md = self._resolve()

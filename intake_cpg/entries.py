@@ -18,6 +18,8 @@ from typing import Any
 
 from intake.catalog.local import LocalCatalogEntry
 
+from .errors import not_found
+
 __all__ = ["CPGEntry", "silence_shell_warning"]
 
 _SHELL_WARNING = "Shell command not executed due to getshell=False"
@@ -49,3 +51,18 @@ class CPGEntry(LocalCatalogEntry):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_SHELL_WARNING, category=UserWarning)
             return super()._create_open_args(user_parameters)
+
+    def get(self, **user_parameters: Any) -> Any:
+        """Open the source; a value outside a parameter's allowed list names what exists.
+
+        Intake would raise a bare ``ValueError``; this raises
+        :class:`~intake_cpg.errors.ProductNotFoundError` (a ``KeyError``) with close matches.
+        """
+        for p in self._user_parameters:
+            allowed = getattr(p, "allowed", None)
+            if p.name in user_parameters and allowed:
+                value = user_parameters[p.name]
+                if value not in allowed:
+                    where = f"entry {self._name!r}"
+                    raise not_found(p.name, str(value), [str(a) for a in allowed], where)
+        return super().get(**user_parameters)

@@ -333,3 +333,9 @@ def test_load_on_cluster_reads_on_workers(cat, dask_client):
     client_pid = __import__("os").getpid()
     pids = dask_client.run(lambda: __import__("os").getpid())
     assert client_pid not in pids.values()
+
+
+def test_assembled_version_outside_allowed_names_what_exists(cat):
+    asm = cat["cpg0016-jump-assembled.source_all.profiles_assembled"]
+    with pytest.raises(ProductNotFoundError, match="did you mean .*'v1.0a'"):
+        asm["ORF"](version="v1.0c")
