@@ -33,6 +33,7 @@ _READER_OPTIONS = (
     "path_metadata",
     "expand_embeddings",
     "files_per_partition",
+    "footer_cache",
 )
 
 

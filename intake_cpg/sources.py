@@ -24,6 +24,7 @@ from intake.source.base import DataSource, Schema
 
 from . import readers
 from .errors import ParameterError
+from .footer_cache import resolve_footer_cache
 from .readers import PATH_COLUMNS, SCHEMA_MODES, FileSchema, ReadPlan
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,11 @@ class ProfilesSource(DataSource):
     format:
         ``"parquet"``, ``"csv"``, ``"csv.gz"``, ``"tsv"``, ``"txt"``; default from the extension
         (``.txt``/``.tsv`` are tab separated).
+    footer_cache:
+        Keep parquet footers (over 1 MB for a full-width plate) between reads: ``True`` in
+        memory, a folder path in memory and on disk (shared by processes and sessions), or a
+        :class:`~intake_cpg.footer_cache.FooterCache`. Keyed by URL, ETag and size, so a
+        replaced file is read afresh. Default ``None``: no cache.
 
     Examples
     --------
@@ -183,6 +189,7 @@ class ProfilesSource(DataSource):
         expand_embeddings: bool = False,
         files_per_partition: int | None = None,
         format: str | None = None,
+        footer_cache: Any = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(urlpath, str):
@@ -228,6 +235,7 @@ class ProfilesSource(DataSource):
         self.expand_embeddings = bool(expand_embeddings)
         self.files_per_partition = files_per_partition
         self.format = format
+        self.footer_cache = resolve_footer_cache(footer_cache)
         self._urls: list[str] | None = None
         self._parts: list[tuple[str, ...]] | None = None
         self._reader: PartitionReader | None = None
@@ -271,7 +279,7 @@ class ProfilesSource(DataSource):
 
     # -- schema -------------------------------------------------------------------------
     def _read_schemas(self, urls: list[str]) -> list[FileSchema]:
-        kw = {"format": self.format}
+        kw = {"format": self.format, "footer_cache": self.footer_cache}
         first = readers.read_schema(
             urls[0], self.storage_options, list_widths=self.expand_embeddings, **kw
         )
@@ -353,6 +361,7 @@ class ProfilesSource(DataSource):
             expected_dtypes={c: file_dtypes[c] for c in expected},
             check_extra=self.columns is None,
             index=self.index,
+            footer_cache=self.footer_cache,
         )
         self._parts = parts
         self._reader = PartitionReader(plan, {c: origins[c] for c in selected})

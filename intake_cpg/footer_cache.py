@@ -1,0 +1,289 @@
+"""A cache of parquet footers, keyed by the object version they were read from.
+
+A full-width cpg0016 plate has 4,765 columns, and its parquet footer (the schema plus the
+offsets of every column chunk) is over a megabyte: reading ten columns of many plates costs
+mostly footers. :class:`FooterCache` keeps each footer, as a :class:`pyarrow.parquet.FileMetaData`,
+in memory (a process-wide LRU bounded in bytes) and, when given a folder, on disk, so a second
+process reads only the column chunks it needs.
+
+A footer is keyed by ``(URL, ETag, size)`` of the object it came from. The ETag and size come
+from the HEAD request s3fs makes anyway when it opens a file, and s3fs then reads every byte
+range with ``If-Match: <that ETag>``; so a footer served from the cache always belongs to the
+bytes being read. A replaced object has a new ETag and simply misses. Objects without an ETag
+(local files) are not cached.
+
+Disk entries are written atomically (temporary file + rename) and carry a SHA-256 of their
+payload and the key they belong to. An entry that cannot be read, fails its checksum, or names
+another key is logged, deleted and rebuilt from the object: the cache is never trusted over
+the data.
+
+>>> import tempfile, pyarrow as pa, pyarrow.parquet as pq
+>>> d = tempfile.mkdtemp()
+>>> pq.write_table(pa.table({"Metadata_Plate": ["P1"], "x": [1.0]}), d + "/p.parquet")
+>>> md = pq.read_metadata(d + "/p.parquet")
+>>> cache = FooterCache(d + "/footers")
+>>> cache.put("s3://b/p.parquet", "abc123", 1234, md)
+>>> FooterCache(d + "/footers").get("s3://b/p.parquet", "abc123", 1234).num_columns
+2
+>>> cache.get("s3://b/p.parquet", "changed", 1234) is None  # a new ETag never sees the old footer
+True
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import os
+import struct
+import tempfile
+import threading
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import ParameterError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FooterCache", "MEMORY_BUDGET", "object_identity", "resolve_footer_cache"]
+
+#: Bytes of serialized footers kept in memory per process (least recently used dropped first).
+MEMORY_BUDGET = 512 * 2**20
+_MAGIC = b"CPGFOOT1"
+_FORMAT = 1
+
+
+class _Memory:
+    """Process-wide LRU of footers, bounded by their serialized size."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self.items: collections.OrderedDict[tuple[str, str, int], tuple[Any, int]] = (
+            collections.OrderedDict()
+        )
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, int]) -> Any:
+        with self.lock:
+            hit = self.items.get(key)
+            if hit is None:
+                return None
+            self.items.move_to_end(key)
+            return hit[0]
+
+    def put(self, key: tuple[str, str, int], metadata: Any, nbytes: int) -> None:
+        if nbytes > self.budget:
+            return
+        with self.lock:
+            old = self.items.pop(key, None)
+            if old is not None:
+                self.used -= old[1]
+            self.items[key] = (metadata, nbytes)
+            self.used += nbytes
+            while self.used > self.budget and self.items:
+                _, (_, n) = self.items.popitem(last=False)
+                self.used -= n
+
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
+            self.used = 0
+
+
+_MEMORY = _Memory(MEMORY_BUDGET)
+
+
+def object_identity(fh: Any) -> tuple[str, int] | None:
+    """``(etag, size)`` of an open fsspec file, from the HEAD made when it was opened.
+
+    ``None`` when the file system reports no ETag (local files, some HTTP servers).
+    """
+    details = getattr(fh, "details", None)
+    if not isinstance(details, dict):
+        return None
+    etag = details.get("ETag") or details.get("etag")
+    size = details.get("size", getattr(fh, "size", None))
+    if not etag or size is None:
+        return None
+    return str(etag).strip('"'), int(size)
+
+
+class FooterCache:
+    """Parquet footers by ``(url, etag, size)``: in memory, and on disk under ``directory``.
+
+    Parameters
+    ----------
+    directory:
+        Folder for the on-disk cache, shared by processes (dask workers, a later session).
+        ``None`` keeps footers in this process's memory only.
+
+    Instances are cheap and picklable (only the folder travels to dask workers); every
+    instance in a process shares one memory LRU of :data:`MEMORY_BUDGET` bytes.
+    ``stats`` counts ``hit_memory``, ``hit_disk``, ``miss``, ``stored`` and ``corrupt``.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self.directory = os.path.abspath(os.fspath(directory)) if directory is not None else None
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    def __repr__(self) -> str:
+        return f"FooterCache({self.directory!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FooterCache) and other.directory == self.directory
+
+    def __hash__(self) -> int:
+        return hash(("FooterCache", self.directory))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"directory": self.directory}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.directory = state["directory"]
+        self.stats = collections.Counter()
+
+    def __dask_tokenize__(self) -> Any:
+        return ("FooterCache", self.directory)
+
+    # -- keys and files -----------------------------------------------------------------------
+    @staticmethod
+    def _key(url: str, etag: str, size: int) -> tuple[str, str, int]:
+        return (str(url), str(etag).strip('"'), int(size))
+
+    def _path(self, key: tuple[str, str, int]) -> str | None:
+        if self.directory is None:
+            return None
+        digest = hashlib.sha256(json.dumps(list(key)).encode()).hexdigest()
+        return os.path.join(self.directory, digest[:2], digest + ".footer")
+
+    # -- public -------------------------------------------------------------------------------
+    def get(self, url: str, etag: str, size: int) -> pq.FileMetaData | None:
+        """The footer of this version of ``url``, or ``None``."""
+        key = self._key(url, etag, size)
+        md = _MEMORY.get(key)
+        if md is not None:
+            self.stats["hit_memory"] += 1
+            fn = self._path(key)
+            if fn is not None and not os.path.exists(fn):  # learnt through another cache folder
+                self._write_disk(key, _serialize(md))
+            return md
+        md, nbytes = self._read_disk(key)
+        if md is not None:
+            self.stats["hit_disk"] += 1
+            _MEMORY.put(key, md, nbytes)
+            return md
+        self.stats["miss"] += 1
+        return None
+
+    def put(self, url: str, etag: str, size: int, metadata: pq.FileMetaData) -> None:
+        """Remember ``metadata`` as the footer of this version of ``url``."""
+        key = self._key(url, etag, size)
+        payload = _serialize(metadata)
+        _MEMORY.put(key, metadata, len(payload))
+        self._write_disk(key, payload)
+        self.stats["stored"] += 1
+
+    def load(self, fh: Any, url: str) -> pq.FileMetaData:
+        """The footer of the open parquet file ``fh`` (of ``url``): cached, or read and cached."""
+        ident = object_identity(fh)
+        if ident is not None:
+            md = self.get(url, *ident)
+            if md is not None:
+                return md
+        md = pq.read_metadata(fh)
+        if ident is not None:
+            self.put(url, *ident, md)
+        return md
+
+    @staticmethod
+    def clear_memory() -> None:
+        """Forget every footer held in this process's memory (disk entries stay)."""
+        _MEMORY.clear()
+
+    # -- disk -----------------------------------------------------------------------------------
+    def _read_disk(self, key: tuple[str, str, int]) -> tuple[pq.FileMetaData | None, int]:
+        fn = self._path(key)
+        if fn is None or not os.path.exists(fn):
+            return None, 0
+        try:
+            with open(fn, "rb") as f:
+                blob = f.read()
+            if blob[: len(_MAGIC)] != _MAGIC:
+                raise ValueError("not a footer cache file")
+            (hlen,) = struct.unpack("<I", blob[len(_MAGIC) : len(_MAGIC) + 4])
+            start = len(_MAGIC) + 4
+            header = json.loads(blob[start : start + hlen])
+            payload = blob[start + hlen :]
+            if header.get("format") != _FORMAT or header.get("key") != list(key):
+                raise ValueError("entry is for another object")
+            if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+                raise ValueError("checksum mismatch")
+            md = pq.read_metadata(pa.BufferReader(payload))
+            return md, len(payload)
+        except (OSError, ValueError, KeyError, TypeError, struct.error, pa.ArrowException) as exc:
+            self.stats["corrupt"] += 1
+            log.warning("ignoring unreadable footer cache entry %s (%s); reading the file", fn, exc)
+            try:
+                os.remove(fn)
+            except OSError:
+                pass
+            return None, 0
+
+    def _write_disk(self, key: tuple[str, str, int], payload: bytes) -> None:
+        fn = self._path(key)
+        if fn is None:
+            return
+        header = json.dumps(
+            {"format": _FORMAT, "key": list(key), "sha256": hashlib.sha256(payload).hexdigest()}
+        ).encode()
+        try:
+            folder = os.path.dirname(fn)
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".footer")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(_MAGIC + struct.pack("<I", len(header)) + header + payload)
+                os.replace(tmp, fn)  # atomic: readers see the old entry or the new one
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
+        except OSError as exc:  # a cache that cannot be written is not an error
+            log.warning("could not write footer cache entry %s: %s", fn, exc)
+
+
+def _serialize(metadata: pq.FileMetaData) -> bytes:
+    sink = pa.BufferOutputStream()
+    metadata.write_metadata_file(sink)
+    return sink.getvalue().to_pybytes()
+
+
+def resolve_footer_cache(value: Any) -> FooterCache | None:
+    """The cache a ``footer_cache=`` option means.
+
+    ``None``/``False``: no cache; ``True``: memory only; a folder path: memory and disk;
+    a :class:`FooterCache`: itself.
+
+    >>> resolve_footer_cache(None) is None, resolve_footer_cache(True)
+    (True, FooterCache(None))
+    >>> resolve_footer_cache(3)
+    Traceback (most recent call last):
+    ...
+    intake_cpg.errors.ParameterError: footer_cache=3 is not valid: expected True (memory only), a folder path (memory and disk), a FooterCache, or None/False for no cache
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return FooterCache()
+    if isinstance(value, FooterCache):
+        return value
+    if isinstance(value, str | os.PathLike) and os.fspath(value).strip():
+        return FooterCache(value)
+    raise ParameterError(
+        f"footer_cache={value!r} is not valid: expected True (memory only), a folder path "
+        "(memory and disk), a FooterCache, or None/False for no cache"
+    )
