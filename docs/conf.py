@@ -2,11 +2,19 @@
 
 Builds offline (no intersphinx): ``python -m sphinx -W --keep-going -b html docs docs/_build/html``.
 Pages are Markdown (MyST); API pages use autodoc on the installed ``intake_cpg`` package.
+Every ``{cpg-example}`` block runs during the build against a freshly built demo gallery
+(``_ext/cpg_docs.py``), and a failing example fails the build.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import intake_cpg
+
+# Local extensions: cpg_docs runs the examples against a demo gallery built at builder-inited.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "_ext"))
 
 project = "intake-cpg"
 author = "intake-cpg contributors"
@@ -19,6 +27,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.doctest",
     "myst_parser",
+    "cpg_docs",
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
@@ -39,4 +48,4 @@ nitpicky = False
 
 html_theme = "alabaster"
 html_title = f"intake-cpg {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
