@@ -12,7 +12,7 @@ config_permalink, etag``. Real manifests come in several shapes, all accepted he
 
 Parsing is pure (:func:`parse_manifest`); :func:`read_manifest` adds the one read.
 Manifest URLs are HTTPS bucket URLs; :meth:`ManifestRecord.resolve` maps them to the S3 URL
-they load from, or to the same key under another root (a mirror)::
+they load from, or to the same key under another root (a mirror):
 
 >>> records = parse_manifest('"subset","url"\\n"orf", "https://cellpainting-gallery.s3.amazonaws.com/'
 ...                          'cpg0016-jump-assembled/source_all/workspace/profiles_assembled/ORF/'
