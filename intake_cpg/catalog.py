@@ -318,6 +318,8 @@ class _Level(Catalog):
                     "metadata": entry._metadata,
                 }
             args = kw["args"]
+            if "urlpath" in args:  # absolute, so the YAML opens from any folder
+                args["urlpath"] = self.storage.root
             if args.get("storage_options"):
                 args["storage_options"] = {
                     k: v for k, v in redact(args["storage_options"]).items() if v != "***"

@@ -232,7 +232,7 @@ def check_object(
     key: str,
     expected_etag: str | None,
     *,
-    deep: bool = False,
+    deep: bool | None = False,
     storage_options: Mapping[str, Any] | None = None,
 ) -> ObjectCheck:
     """Check one object against ``expected_etag`` and report, never raising for the object.
@@ -240,7 +240,8 @@ def check_object(
     ``storage_or_url`` is a :class:`~intake_cpg.storage.Storage` or a root URL, ``key`` is
     relative to it. Without ``deep`` the ETag the server reports (one HEAD request) is
     compared; with ``deep`` the ETag is recomputed from the bytes, which also works for
-    local copies and mirrors that do not keep S3 ETags.
+    local copies and mirrors that do not keep S3 ETags; ``deep=None`` compares the reported
+    ETag and recomputes only where the store reports none (local files).
     """
     storage = _storage_for(storage_or_url, storage_options)
     url = storage.url(key)
@@ -253,6 +254,8 @@ def check_object(
         return ObjectCheck(url, expected, None, "error", str(exc))
     if expected is None:
         return ObjectCheck(url, None, info["etag"], "no-etag", "the manifest records no ETag")
+    if deep is None:
+        deep = info["etag"] is None
     try:
         found = (
             deep_etag(storage, key, expected, info["size"]) if deep else _normalise(info["etag"])
@@ -283,7 +286,7 @@ def verify_object(
     storage_or_url: Storage | str,
     key: str,
     expected_etag: str,
-    deep: bool = False,
+    deep: bool | None = None,
     *,
     subset: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
@@ -292,7 +295,8 @@ def verify_object(
 
     Raises :class:`~intake_cpg.errors.EtagMismatchError` (naming subset, URL, expected and
     found) when the ETags differ, :class:`~intake_cpg.errors.StorageError` when the object
-    cannot be reached.
+    cannot be reached. By default (``deep=None``) the ETag the store reports is compared, and
+    where it reports none (a local copy) the ETag is recomputed from the bytes.
 
     >>> import tempfile, os
     >>> d = tempfile.mkdtemp(); _ = open(os.path.join(d, "x.bin"), "wb").write(b"hello")
