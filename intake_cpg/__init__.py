@@ -59,6 +59,9 @@ _EXPORTS: dict[str, str] = {
     "open_gallery": "catalog",
     "ManifestCatalog": "manifest_catalog",
     "ProfilesSource": "sources",
+    # export
+    "export_parquet": "export",
+    "ExportResult": "export",
     # demo
     "build_demo": "demo",
     "DemoGallery": "demo",
@@ -92,6 +95,8 @@ __all__ = [
     "open_gallery",
     "ManifestCatalog",
     "ProfilesSource",
+    "export_parquet",
+    "ExportResult",
     "build_demo",
     "DemoGallery",
 ]
@@ -125,6 +130,7 @@ if TYPE_CHECKING:  # pragma: no cover
         StorageError,
     )
     from .etag import compute_etag, verify_manifest, verify_object
+    from .export import ExportResult, export_parquet
     from .gallery_source import GallerySource
     from .layout import PRODUCTS, GalleryPath, ProductSpec, format_key, parse_key
     from .manifest import ManifestRecord, parse_manifest, read_manifest

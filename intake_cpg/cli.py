@@ -398,6 +398,7 @@ def _plain(v: Any) -> Any:
 # ls
 # =============================================================================================
 _PATH_COLUMNS = ("project", "source", "product")
+_URL_COLUMNS = ("url", "url_pattern")
 
 
 def _level_rows(catalog: Any) -> list[dict[str, Any]]:
@@ -479,7 +480,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(rows)
         return 0
-    _emit(render_table(rows))
+    # the table leaves out full URLs (long, and `describe` shows them); --json keeps them
+    _emit(render_table([{k: v for k, v in r.items() if k not in _URL_COLUMNS} for r in rows]))
     if notes and not args.quiet:
         _emit("\nother parameters:\n" + "\n".join("  " + n for n in notes))
     return 0
@@ -1024,6 +1026,9 @@ def _classify(exc: BaseException) -> tuple[int, str]:
         return EXIT_ERROR, f"cannot reach the storage: {exc}"
     if isinstance(exc, OSError):
         return EXIT_ERROR, f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc):
+        # fsspec/botocore refusing an option: a --storage-option the backend does not take
+        return EXIT_ERROR, f"a storage option was not accepted: {exc}"
     if isinstance(exc, (KeyError, ValueError)) and type(exc).__module__.startswith("intake"):
         return EXIT_ERROR, str(exc)
     return EXIT_INTERNAL, f"unexpected {type(exc).__name__}: {exc} (rerun with -v for details)"
@@ -1035,11 +1040,35 @@ def _scrub(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
-def _setup_logging(args: argparse.Namespace) -> None:
+class _ScrubFilter(logging.Filter):
+    """Replace secret values in every log record (third-party debug logs print request headers)."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self.secrets = list(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            clean = _scrub(message, self.secrets)
+            if clean != message:
+                record.msg, record.args = clean, None
+        return True
+
+
+def _setup_logging(args: argparse.Namespace, secrets: Sequence[str]) -> None:
+    """-q: errors; default: warnings; -v: info; -vv: debug for intake_cpg only."""
     level = logging.ERROR if args.quiet else logging.WARNING
     if args.verbose:
-        level = logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        level = logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_ScrubFilter(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if args.verbose and args.verbose > 1:
+        logging.getLogger("intake_cpg").setLevel(logging.DEBUG)
     if not args.verbose:
         logging.getLogger("distributed").setLevel(logging.ERROR)
 
@@ -1052,8 +1081,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, name, value)
     args.root_given = bool(args.root or os.environ.get(ROOT_ENV))
     args.root = args.root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT
-    _setup_logging(args)
     secrets = _secrets(args)
+    _setup_logging(args, secrets)
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_signal)
