@@ -580,7 +580,8 @@ def read_file(
                 frag = None if md is not None else ds.ParquetFileFormat().make_fragment(fh)
                 schema = frag.physical_schema if frag is not None else md.schema.to_arrow_schema()
                 names = tuple(schema.names)
-                present = names if columns is None else [c for c in columns if c in names]
+                have = set(names)
+                present = names if columns is None else [c for c in columns if c in have]
                 if filters and _pushdown_ok(schema, filter_columns(filters)):
                     expr = pq.filters_to_expression(filters)
                 if frag is not None:
@@ -654,7 +655,8 @@ def read_one(url: str, plan: ReadPlan) -> pd.DataFrame:
     from_path = path_fields(url) if plan.path_columns else {}
     fillable = set(plan.path_columns)
     missing = [c for c in plan.expected if c not in have and c not in fillable]
-    extra = [c for c in names if c not in set(plan.expected)] if plan.check_extra else []
+    expected = set(plan.expected)
+    extra = [c for c in names if c not in expected] if plan.check_extra else []
     extra = [c for c in extra if c not in fillable]
     if plan.mode == "strict" and (missing or extra):
         raise SchemaMismatchError(
@@ -685,6 +687,10 @@ def read_one(url: str, plan: ReadPlan) -> pd.DataFrame:
 
 def conform(df: pd.DataFrame, meta: pd.DataFrame, url: str = "") -> pd.DataFrame:
     """``df`` with exactly ``meta``'s columns, order and dtypes (missing columns as NA)."""
+    if df.columns.is_unique and set(meta.columns) <= set(df.columns):  # common case: one take
+        out = df[list(meta.columns)]
+        if all(a == b for a, b in zip(out.dtypes, meta.dtypes, strict=True)):
+            return out
     cols = {}
     for col in meta.columns:
         dtype = meta[col].dtype
