@@ -28,6 +28,7 @@ extensions = [
     "sphinx.ext.doctest",
     "myst_parser",
     "cpg_docs",
+    "cli_doc",  # the command line reference page, generated from intake_cpg.cli's parsers
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
