@@ -89,14 +89,21 @@ def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]
 def not_found(
     kind: str, name: str, candidates: Iterable[str], where: str = ""
 ) -> ProductNotFoundError:
-    """Build a :class:`ProductNotFoundError` naming what exists and what looks close."""
+    """Build a :class:`ProductNotFoundError` naming what exists and what looks close.
+
+    >>> print(not_found("batch", "Batch9", ["Batch1", "Batch2"], "cpg0016-jump/source_4"))
+    no batch named 'Batch9' in cpg0016-jump/source_4; did you mean 'Batch1' or 'Batch2'? Available: Batch1, Batch2.
+    >>> print(not_found("plate", "XYZ", ["BR00117037"]))
+    no plate named 'XYZ'. Available: BR00117037.
+    """
     cands = sorted(candidates)
     suggestions = close_matches(name, cands)
     msg = f"no {kind} named {name!r}"
     if where:
         msg += f" in {where}"
-    if suggestions:
-        msg += "; did you mean " + " or ".join(repr(s) for s in suggestions) + "?"
+    msg += (
+        "; did you mean " + " or ".join(repr(s) for s in suggestions) + "?" if suggestions else "."
+    )
     if cands:
         shown = ", ".join(cands[:20]) + (f", ... ({len(cands)} in all)" if len(cands) > 20 else "")
         msg += f" Available: {shown}."
