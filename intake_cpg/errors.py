@@ -91,8 +91,8 @@ def not_found(
 ) -> ProductNotFoundError:
     """Build a :class:`ProductNotFoundError` naming what exists and what looks close.
 
-    >>> print(not_found("batch", "Batch9", ["Batch1", "Batch2"], "cpg0016-jump/source_4"))
-    no batch named 'Batch9' in cpg0016-jump/source_4; did you mean 'Batch1' or 'Batch2'? Available: Batch1, Batch2.
+    >>> print(not_found("batch", "Batch9", ["Batch1", "Batch2"], "cpg0016-jump/source_4"))  # noqa: E501
+    no batch named 'Batch9' in cpg0016-jump/source_4; did you mean 'Batch2' or 'Batch1'? Available: Batch1, Batch2.
     >>> print(not_found("plate", "XYZ", ["BR00117037"]))
     no plate named 'XYZ'. Available: BR00117037.
     """
