@@ -424,12 +424,8 @@ _DESCRIPTIONS = {
 }
 
 
-class SourceCatalog(_Level):
-    """One source of a project: one entry per product present (``profiles``, ``load_data``, ...)."""
-
-    name = "cpg_source"
-    kind = "source"
-    child_kind = "product"
+class _SourceLevel(_Level):
+    """A level below one source of one project."""
 
     def __init__(
         self,
@@ -445,6 +441,14 @@ class SourceCatalog(_Level):
         self.project, self.source = project, source
         super().__init__(urlpath, storage_options, **kwargs)
         self.metadata.update(project=project, source=source)
+
+
+class SourceCatalog(_SourceLevel):
+    """One source of a project: one entry per product present (``profiles``, ``load_data``, ...)."""
+
+    name = "cpg_source"
+    kind = "source"
+    child_kind = "product"
 
     def _default_name(self) -> str:
         return f"{self.project}.{self.source}"
@@ -566,7 +570,7 @@ def _product_parameters(
     return params, md
 
 
-class AssembledCatalog(_Level):
+class AssembledCatalog(_SourceLevel):
     """``profiles_assembled`` of one source: one entry per subset, with ``version`` and ``variant``.
 
     ``version`` defaults to the newest (``v1.0`` < ``v1.0a`` < ``v1.0b`` < ``v1.1``);
@@ -577,21 +581,6 @@ class AssembledCatalog(_Level):
     name = "cpg_assembled"
     kind = "profiles_assembled"
     child_kind = "subset"
-
-    def __init__(
-        self,
-        urlpath: str = DEFAULT_ROOT,
-        storage_options: dict[str, Any] | None = None,
-        *,
-        project: str,
-        source: str,
-        **kwargs: Any,
-    ) -> None:
-        layout.validate_name(project, "project")
-        layout.validate_name(source, "source")
-        self.project, self.source = project, source
-        super().__init__(urlpath, storage_options, **kwargs)
-        self.metadata.update(project=project, source=source)
 
     def _default_name(self) -> str:
         return f"{self.project}.{self.source}.profiles_assembled"
