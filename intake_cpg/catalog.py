@@ -31,13 +31,21 @@ from .entries import CPGEntry
 from .errors import ProductNotFoundError, not_found
 from .gallery_source import GallerySource
 from .manifest import parse_manifest, read_manifest
-from .resolve import ALL, ENTRY_PRODUCTS, Gallery, choose_assembled_variant, choose_variant
+from .resolve import (
+    ALL,
+    ENTRY_PRODUCTS,
+    Gallery,
+    choose_assembled_variant,
+    choose_variant,
+    match_names,
+)
 from .storage import DEFAULT_ROOT, get_storage, redact
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "AssembledCatalog",
+    "GlobParameter",
     "GalleryCatalog",
     "ProjectCatalog",
     "SourceCatalog",
@@ -109,6 +117,20 @@ class LazyEntry(CPGEntry):
         }
 
 
+class GlobParameter(UserParameter):
+    """A name parameter that takes one of its allowed names or a glob matching some of them.
+
+    >>> p = GlobParameter(name="batch", type="str", default="*", allowed=["2021_04_26_Batch1", "*"])
+    >>> p.validate("2021_*")
+    '2021_*'
+    """
+
+    def validate(self, value: Any) -> Any:
+        if isinstance(value, str) and self.allowed and match_names(value, map(str, self.allowed)):
+            return value
+        return super().validate(value)
+
+
 def _plain(value: Any) -> Any:
     """Plain dicts and lists (YAML-safe) from Intake's OrderedDicts and tuples."""
     if isinstance(value, dict):
@@ -123,17 +145,18 @@ def _param(
     description: str,
     default: Any,
     allowed: Iterable[Any] | None = None,
-    type: str = "str",
+    ptype: str = "str",
+    cls: type[UserParameter] = UserParameter,
 ) -> UserParameter:
     kwargs: dict[str, Any] = {
         "name": name,
         "description": description,
-        "type": type,
+        "type": ptype,
         "default": default,
     }
     if allowed is not None:
         kwargs["allowed"] = list(allowed)
-    return UserParameter(**kwargs)
+    return cls(**kwargs)
 
 
 class _Level(Catalog):
@@ -525,7 +548,13 @@ def _product_parameters(
         prefix = g.base_prefix(project, source, "barcode_platemap")
         return (
             [
-                _param("batch", _BATCH_HELP, batches[0] if batches else ALL, [*batches, ALL]),
+                _param(
+                    "batch",
+                    _BATCH_HELP,
+                    batches[0] if batches else ALL,
+                    [*batches, ALL],
+                    cls=GlobParameter,
+                ),
                 _param(
                     "platemap",
                     "'barcode_platemap' or the name of a platemap file",
@@ -544,7 +573,7 @@ def _product_parameters(
     if pp.models:
         params.append(_param("model", "deep-learning model folder", pp.models[0], pp.models))
         md["models"] = list(pp.models)
-    params.append(_param("batch", _BATCH_HELP, ALL, [*pp.batches, ALL]))
+    params.append(_param("batch", _BATCH_HELP, ALL, [*pp.batches, ALL], cls=GlobParameter))
     params.append(_param("plate", _PLATE_HELP, ALL))
     if product == "profiles":
         variants = pp.variants
@@ -627,7 +656,7 @@ class AssembledCatalog(_SourceLevel):
                     "verify",
                     "check the object's ETag against the manifest before loading",
                     False,
-                    type="bool",
+                    ptype="bool",
                 ),
             ]
             entries[subset] = CPGEntry(

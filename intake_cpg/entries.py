@@ -62,7 +62,9 @@ class CPGEntry(LocalCatalogEntry):
             allowed = getattr(p, "allowed", None)
             if p.name in user_parameters and allowed:
                 value = user_parameters[p.name]
-                if value not in allowed:
+                try:
+                    p.validate(value)
+                except ValueError:
                     where = f"entry {self._name!r}"
-                    raise not_found(p.name, str(value), [str(a) for a in allowed], where)
+                    raise not_found(p.name, str(value), [str(a) for a in allowed], where) from None
         return super().get(**user_parameters)

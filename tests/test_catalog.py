@@ -361,3 +361,11 @@ def test_freeze_writes_an_absolute_root_and_verify_works_on_a_local_copy(
     storage._SHARED.clear()
     frozen = intake.open_catalog(str(path))
     assert len(frozen["COMPOUND"].read()) > 0
+
+
+def test_batch_glob_selects_matching_batches(cat):
+    profiles = cat["cpg0016-jump"]["source_4"]["profiles"]
+    src = profiles(batch="2021_0[45]*")
+    assert src.to_dask().npartitions == profiles.describe()["metadata"]["n_plates"]
+    with pytest.raises(ProductNotFoundError, match="2021_04_26_Batch1"):
+        profiles(batch="1999_*")
