@@ -19,6 +19,7 @@ Public S3 buckets are read anonymously unless credentials are given, so ambient 
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import json
 import logging
@@ -38,7 +39,16 @@ from .errors import StorageError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_ROOT", "Entry", "Storage", "get_storage", "redact"]
+__all__ = [
+    "DEFAULT_ROOT",
+    "Entry",
+    "Storage",
+    "get_storage",
+    "is_transport_failure",
+    "redact",
+    "transport_error",
+    "transport_errors",
+]
 
 DEFAULT_ROOT = "s3://cellpainting-gallery"
 _CACHE_FORMAT = 1
@@ -93,6 +103,62 @@ def effective_options(protocol: str, storage_options: Mapping[str, Any] | None) 
     if protocol in ("s3", "s3a") and not (_CREDENTIAL_KEYS & set(opts)):
         opts["anon"] = True
     return opts
+
+
+@functools.cache
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions a request can end with once fsspec's and botocore's retries are spent.
+
+    ``OSError`` first, then the client libraries' own (botocore's connection errors, aiohttp's
+    truncated-payload errors), which do not derive from ``OSError``.
+    """
+    out: list[type[BaseException]] = [OSError, TimeoutError]
+    try:
+        from botocore.exceptions import BotoCoreError
+
+        out.append(BotoCoreError)
+    except ImportError:  # pragma: no cover - s3fs not installed
+        pass
+    try:
+        from aiohttp import ClientError
+
+        out.append(ClientError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(out)
+
+
+def is_transport_failure(exc: BaseException) -> bool:
+    """True when ``exc`` means the request failed (not that the bytes were bad).
+
+    >>> is_transport_failure(OSError(121, "Internal Server Error")), is_transport_failure(EOFError())
+    (True, False)
+    """
+    if isinstance(exc, FileNotFoundError):
+        return False
+    if isinstance(exc, transport_errors()[1:]):
+        return True
+    return isinstance(exc, OSError) and exc.errno is not None
+
+
+def transport_error(url: str, exc: BaseException, doing: str = "read") -> StorageError:
+    """A :class:`StorageError` naming ``url`` and the cause of a failed request.
+
+    >>> from s3fs.utils import FileExpired
+    >>> str(transport_error("s3://b/k", FileExpired("b/k", "abc")))[:41]
+    's3://b/k changed while it was being read:'
+    """
+    if type(exc).__name__ == "FileExpired":  # s3fs: an If-Match range read found a new ETag
+        return StorageError(
+            f"{url} changed while it was being read: {exc}. Nothing of it was returned "
+            "(every range read asks for the version seen when the file was opened); load "
+            "again to read the new version."
+        )
+    return StorageError(
+        f"could not {doing} {url}: {type(exc).__name__}: {exc}. The request failed after "
+        "retries; try again later, or raise the retry budget, e.g. storage_options="
+        "{'config_kwargs': {'retries': {'max_attempts': 10, 'mode': 'adaptive'}}}."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,8 +398,8 @@ class Storage:
                 f"permission denied listing {self.url(prefix)}: {exc}. "
                 "For a private bucket pass credentials in storage_options."
             ) from exc
-        except OSError as exc:
-            raise StorageError(f"could not list {self.url(prefix)}: {exc}") from exc
+        except transport_errors() as exc:
+            raise transport_error(self.url(prefix), exc, "list") from exc
         return self._to_entries(raw)
 
     def ls(self, prefix: str = "", *, refresh: bool = False) -> tuple[Entry, ...]:
@@ -377,8 +443,8 @@ class Storage:
             raw = self.fs.find(path, detail=True)
         except FileNotFoundError:
             return ()
-        except OSError as exc:
-            raise StorageError(f"could not list {self.url(prefix)}: {exc}") from exc
+        except transport_errors() as exc:
+            raise transport_error(self.url(prefix), exc, "list") from exc
         return self._to_entries(raw.values())
 
     def find(self, prefix: str, *, refresh: bool = False) -> tuple[Entry, ...]:
@@ -433,8 +499,8 @@ class Storage:
                 raw = self.fs.info(self.path(key))
         except FileNotFoundError as exc:
             raise StorageError(f"no object at {self.url(key)}") from exc
-        except OSError as exc:
-            raise StorageError(f"could not read the metadata of {self.url(key)}: {exc}") from exc
+        except transport_errors() as exc:
+            raise transport_error(self.url(key), exc, "read the metadata of") from exc
         return {
             "key": key,
             "url": self.url(key),
