@@ -36,8 +36,15 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .errors import DataReadError, ParameterError, SchemaMismatchError, close_matches
+from .errors import (
+    DataReadError,
+    ParameterError,
+    SchemaMismatchError,
+    StorageError,
+    close_matches,
+)
 from .footer_cache import FooterCache
+from .storage import is_transport_failure, transport_error, transport_errors
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +256,9 @@ def _text_dtypes(sample: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def _data_error(url: str, fmt: FileFormat, exc: BaseException) -> DataReadError:
+def _data_error(url: str, fmt: FileFormat, exc: BaseException) -> DataReadError | StorageError:
+    if is_transport_failure(exc):  # the request failed, the bytes may be fine
+        return transport_error(url, exc)
     kind = "parquet" if fmt.kind == "parquet" else f"{fmt.compression or 'plain'} text"
     return DataReadError(
         f"cannot read {url} as {kind}: {type(exc).__name__}: {exc}. The file may be truncated, "
@@ -304,7 +313,7 @@ def read_schema(
         return FileSchema(url, _text_dtypes(sample), {}, len(sample) if complete else None)
     except FileNotFoundError:
         raise
-    except _READ_ERRORS as exc:
+    except (*_READ_ERRORS, *transport_errors()) as exc:
         raise _data_error(url, fmt, exc) from exc
 
 
@@ -601,7 +610,7 @@ def read_file(
             names = tuple(str(c) for c in header.columns)
     except FileNotFoundError:
         raise
-    except _READ_ERRORS as exc:
+    except (*_READ_ERRORS, *transport_errors()) as exc:
         raise _data_error(url, fmt, exc) from exc
     for c in df.columns:
         if is_string_column(str(c)) and df[c].dtype != STRING_DTYPE:
