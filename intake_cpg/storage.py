@@ -35,7 +35,7 @@ from typing import Any
 import fsspec
 from fsspec.core import split_protocol
 
-from .errors import StorageError
+from .errors import GalleryPathError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +267,33 @@ class Storage:
         return self._fs
 
     def path(self, key: str) -> str:
-        """Filesystem path of a root-relative ``key``."""
+        """Filesystem path of a root-relative ``key``; a key that would leave the root is refused.
+
+        >>> Storage("/data/mirror").path("../etc")
+        Traceback (most recent call last):
+        ...
+        intake_cpg.errors.GalleryPathError: key '../etc' would leave the gallery root /data/mirror: it has a '..' segment; keys are relative, '/'-separated names inside the root
+        """
         key = key.strip("/")
+        segments = key.split("/")
+        bad = next(
+            (
+                reason
+                for reason, hit in (
+                    ("a '..' segment", ".." in segments),
+                    ("a '.' segment", "." in segments),
+                    ("a backslash", "\\" in key),
+                    ("a NUL character", "\x00" in key),
+                )
+                if hit
+            ),
+            None,
+        )
+        if bad:
+            raise GalleryPathError(
+                f"key {key!r} would leave the gallery root {self.root_path}: it has {bad}; "
+                "keys are relative, '/'-separated names inside the root"
+            )
         if not key:
             return self.root_path
         return f"{self.root_path.rstrip('/')}/{key}"
