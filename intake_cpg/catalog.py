@@ -28,7 +28,7 @@ from intake.catalog.local import LocalCatalogEntry, UserParameter
 
 from . import __version__, layout
 from .entries import CPGEntry
-from .errors import ProductNotFoundError, not_found
+from .errors import ParameterError, ProductNotFoundError, not_found
 from .gallery_source import GallerySource
 from .manifest import parse_manifest, read_manifest
 from .resolve import (
@@ -38,6 +38,7 @@ from .resolve import (
     choose_assembled_variant,
     choose_variant,
     match_names,
+    validate_params,
 )
 from .storage import DEFAULT_ROOT, get_storage, redact
 
@@ -51,6 +52,13 @@ __all__ = [
     "SourceCatalog",
     "open_gallery",
 ]
+
+
+#: Entry parameters that name folders or files (validated by :func:`resolve.validate_params`).
+_NAME_PARAMETERS = frozenset(
+    {"project", "source", "batch", "plate", "variant", "model", "compartment", "platemap",
+     "subset", "version"}
+)  # fmt: skip
 
 
 class LazyEntry(CPGEntry):
@@ -74,6 +82,11 @@ class LazyEntry(CPGEntry):
         self._base_metadata = metadata
         self._extra_parameters: list[UserParameter] = []
         super().__init__(name, description, driver, args=args, parameters=[], metadata={})
+
+    def get(self, **user_parameters: Any) -> Any:
+        """Open the source; name parameters are checked before any listing is made."""
+        validate_params({k: v for k, v in user_parameters.items() if k in _NAME_PARAMETERS})
+        return super().get(**user_parameters)
 
     def _resolve(self) -> tuple[list[UserParameter], dict[str, Any]]:
         if self._resolved is None:
@@ -249,6 +262,10 @@ class _Level(Catalog):
             return out
         if not isinstance(key, str):
             raise ProductNotFoundError(f"entry names are strings, got {key!r}")
+        try:  # a name that could leave the root is refused before any listing
+            layout.validate_name(key, "entry name")
+        except ParameterError as exc:
+            raise ProductNotFoundError(str(exc), name=key) from None
         entries = self._get_entries()
         if key in entries:
             return super().__getitem__(key)
