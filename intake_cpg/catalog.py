@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 from intake.catalog import Catalog
-from intake.catalog.local import LocalCatalogEntry, UserParameter
+from intake.catalog.local import UserParameter
 
 from . import __version__, layout
 from .entries import CPGEntry
@@ -405,7 +405,7 @@ class GalleryCatalog(_Level):
 
     def _list_entries(self) -> dict[str, Any]:
         return {
-            p: LocalCatalogEntry(
+            p: CPGEntry(
                 p,
                 f"project {p}",
                 ProjectCatalog,
@@ -441,7 +441,7 @@ class ProjectCatalog(_Level):
 
     def _list_entries(self) -> dict[str, Any]:
         return {
-            s: LocalCatalogEntry(
+            s: CPGEntry(
                 s,
                 f"{self.project}/{s}",
                 SourceCatalog,
@@ -509,7 +509,7 @@ class SourceCatalog(_SourceLevel):
                 ),
             }
             if product == "profiles_assembled":
-                entries[product] = LocalCatalogEntry(
+                entries[product] = CPGEntry(
                     product,
                     _DESCRIPTIONS[product],
                     AssembledCatalog,

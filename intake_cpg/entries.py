@@ -52,6 +52,19 @@ class CPGEntry(LocalCatalogEntry):
             warnings.filterwarnings("ignore", message=_SHELL_WARNING, category=UserWarning)
             return super()._create_open_args(user_parameters)
 
+    def describe(self) -> dict[str, Any]:
+        """Intake's description, with secret ``storage_options`` values shown as ``'***'``."""
+        from .storage import redact
+
+        out = super().describe()
+        args = out.get("args")
+        if isinstance(args, dict):
+            out["args"] = {
+                k: redact(v) if k == "storage_options" and isinstance(v, dict) else v
+                for k, v in args.items()
+            }
+        return out
+
     def get(self, **user_parameters: Any) -> Any:
         """Open the source; a value outside a parameter's allowed list names what exists.
 
