@@ -89,6 +89,62 @@ def redact(options: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+class _SecretFilter(logging.Filter):
+    """Replaces known secret values by ``***`` in records of the client libraries' loggers.
+
+    botocore logs every request's headers at DEBUG, including ``X-Amz-Security-Token``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            msg = record.getMessage()
+            if any(s in msg for s in self.secrets):
+                for s in self.secrets:
+                    msg = msg.replace(s, "***")
+                record.msg, record.args = msg, None
+        return True
+
+
+_SECRET_FILTER = _SecretFilter()
+#: Loggers of the libraries below fsspec that may print request headers or arguments.
+_CLIENT_LOGGERS = (
+    "botocore.endpoint",
+    "botocore.auth",
+    "botocore.parsers",
+    "botocore.hooks",
+    "botocore.credentials",
+    "aiobotocore.endpoint",
+    "s3fs",
+    "fsspec",
+)
+
+
+def _secret_values(options: Mapping[str, Any]) -> set[str]:
+    out: set[str] = set()
+    for k, v in options.items():
+        if isinstance(v, Mapping):
+            out |= _secret_values(v)
+        elif k.lower() in SECRET_KEYS and isinstance(v, str) and len(v) >= 4:
+            out.add(v)
+    return out
+
+
+def guard_secrets(options: Mapping[str, Any] | None) -> None:
+    """Keep the secret values of ``options`` out of the client libraries' log records."""
+    values = _secret_values(options or {}) - _SECRET_FILTER.secrets
+    if not values:
+        return
+    _SECRET_FILTER.secrets |= values
+    for name in _CLIENT_LOGGERS:
+        lg = logging.getLogger(name)
+        if _SECRET_FILTER not in lg.filters:
+            lg.addFilter(_SECRET_FILTER)
+
+
 def effective_options(protocol: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
     """Storage options as used: S3 without explicit credentials is anonymous.
 
@@ -100,6 +156,7 @@ def effective_options(protocol: str, storage_options: Mapping[str, Any] | None) 
     {}
     """
     opts = dict(storage_options or {})
+    guard_secrets(opts)
     if protocol in ("s3", "s3a") and not (_CREDENTIAL_KEYS & set(opts)):
         opts["anon"] = True
     return opts
