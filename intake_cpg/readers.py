@@ -444,17 +444,31 @@ def filter_columns(filters: Any) -> list[str]:
 
 
 def _dnf(filters: Any) -> list[list[tuple[str, str, Any]]]:
-    if not filters:
+    if filters is None or (isinstance(filters, list | tuple) and not filters):
         return []
-    if all(isinstance(t, tuple | list) and len(t) == 3 and isinstance(t[0], str) for t in filters):
-        return [[tuple(t) for t in filters]]  # type: ignore[misc]
-    try:
-        return [[tuple(t) for t in conj] for conj in filters]  # type: ignore[misc]
-    except TypeError as exc:
-        raise ParameterError(
-            f"filters={filters!r} is not in pyarrow's DNF form: a list of (column, op, value) "
-            "tuples, or a list of such lists (OR of ANDs)"
-        ) from exc
+
+    def term(t: Any) -> bool:
+        return isinstance(t, tuple | list) and len(t) == 3 and isinstance(t[0], str)
+
+    bad = ParameterError(
+        f"filters={filters!r} is not in pyarrow's DNF form: a list of (column, op, value) "
+        "tuples, or a list of such lists (OR of ANDs)"
+    )
+    if not isinstance(filters, list | tuple):
+        raise bad
+    if all(term(t) for t in filters):
+        dnf = [[tuple(t) for t in filters]]
+    elif all(isinstance(c, list | tuple) and all(term(t) for t in c) for c in filters):
+        dnf = [[tuple(t) for t in conj] for conj in filters]
+    else:
+        raise bad
+    for conj in dnf:
+        for t in conj:
+            if t[1] not in _OPS:
+                raise ParameterError(
+                    f"unknown filter operator {t[1]!r} in {t!r}; expected one of {list(_OPS)}"
+                )
+    return dnf  # type: ignore[return-value]
 
 
 _OPS: dict[str, Callable[[pd.Series, Any], pd.Series]] = {
