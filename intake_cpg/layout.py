@@ -764,6 +764,8 @@ def split_ext(filename: str) -> tuple[str, str | None]:
     return filename[:dot], ext
 
 
+#: Longest folder or file name accepted (the limit of common filesystems; S3 keys are 1,024).
+MAX_NAME_BYTES = 255
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _GLOB = re.compile(r"[*?\[\]]")
@@ -790,6 +792,8 @@ def validate_name(value: str, field: str, *, allow_glob: bool = False) -> str:
     reason = None
     if not value or not value.strip():
         reason = "is empty"
+    elif len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        reason = f"is longer than {MAX_NAME_BYTES} bytes (no folder or file name is)"
     elif "/" in value or "\\" in value:
         reason = "contains '/'" if "/" in value else "contains '\\'"
     elif ".." in value or value == ".":
@@ -807,8 +811,9 @@ def validate_name(value: str, field: str, *, allow_glob: bool = False) -> str:
     elif not allow_glob and _GLOB.search(value):
         reason = "contains a glob character (* ? [ ]); pass allow_glob=True to build a pattern"
     if reason:
+        shown = repr(value) if len(value) <= 80 else repr(value[:60]) + f"... ({len(value)} chars)"
         raise ParameterError(
-            f"invalid {field} {value!r}: {reason}; expected a single folder or file name "
+            f"invalid {field} {shown}: {reason}; expected a single folder or file name "
             "such as 'BR00117037' or '2021_04_26_Batch1'"
         )
     return value
