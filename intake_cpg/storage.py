@@ -393,6 +393,8 @@ class Storage:
         try:
             with open(fn, encoding="utf-8") as f:
                 doc = json.load(f)
+            if not isinstance(doc, dict):
+                raise ValueError("not a listing cache document")
             if (
                 doc.get("format") != _CACHE_FORMAT
                 or doc.get("root") != self.root
