@@ -170,11 +170,12 @@ CAUSES = {
 
 
 PERSISTENT = [
-    (a, o) if (a, o) in {("500", "load_parquet"), ("reset", "browse"), ("truncate", "load_csv"),
-                         ("500", "browse"), ("reset", "load_parquet")} else _soak(a, o)
+    (a, o)
+    if (a, o) in {("500", "load_parquet"), ("reset", "browse"), ("truncate", "load_csv")}
+    else _soak(a, o)
     for a in CAUSES
     for o in ("browse", "load_parquet", "load_csv")
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("action", "op"), PERSISTENT)
