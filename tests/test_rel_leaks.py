@@ -48,7 +48,7 @@ def _rounds(n: int, one: Callable[[int], Any], warmup: int = 20) -> dict[str, fl
 
 
 def test_catalog_opens_and_entries_leak_nothing(demo_local):
-    n = 600 * SCALE
+    n = 1000 * SCALE if SCALE > 1 else 300
     seen = []
 
     def one(i: int) -> None:
@@ -65,7 +65,7 @@ def test_catalog_opens_and_entries_leak_nothing(demo_local):
 
 
 def test_s3_catalog_opens_and_reads_leak_nothing(demo_s3, s3_options):
-    n = 200 * SCALE
+    n = 100 * SCALE
     rows = []
 
     def one(i: int) -> None:
