@@ -80,14 +80,17 @@ def test_gallery_source_refuses_before_any_request(proxy, bad):
     assert not PWNED.exists()
 
 
-@pytest.mark.parametrize("bad", ESCAPES)
-def test_catalog_entry_parameters_refused_before_any_request(proxy, bad):
+def test_catalog_entry_parameters_refused_before_any_request(proxy):
     cat = intake.open_cpg(ROOT, storage_options=_opts(proxy))
     entry = cat["cpg0016-jump"]["source_4"]["profiles"]
     before, counted = len(proxy.log), sum(cat.storage.requests.values())
-    for field in ("plate", "batch"):
-        with pytest.raises(CPGError):
-            entry(**{field: bad})
+    for bad in ESCAPES:
+        for field in ("plate", "batch", "variant"):
+            if field == "variant" and bad == "":
+                continue
+            with pytest.raises(CPGError) as err:
+                entry(**{field: bad})
+            assert field in str(err.value)
     assert len(proxy.log) == before and sum(cat.storage.requests.values()) == counted
     assert not PWNED.exists()
 

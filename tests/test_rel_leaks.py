@@ -86,7 +86,7 @@ def test_s3_catalog_opens_and_reads_leak_nothing(demo_s3, s3_options):
 
 
 def test_long_export_leaks_nothing(demo_local, tmp_path):
-    n = 40 * SCALE
+    n = 20 * SCALE
     cat = intake.open_cpg(demo_local.root)
     src = cat["cpg0016-jump"]["source_4"]["profiles"](batch="*")
     expected = src.read().reset_index(drop=True)
