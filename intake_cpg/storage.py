@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -284,6 +285,12 @@ class Storage:
     ) -> None:
         if not isinstance(urlpath, str) or not urlpath.strip():
             raise StorageError(f"gallery root must be a non-empty URL or path, got {urlpath!r}")
+        if "::" in urlpath:
+            raise StorageError(
+                f"chained fsspec URLs are not supported as a gallery root: {urlpath!r}. "
+                "Pass the target URL itself (e.g. 's3://cellpainting-gallery'); listings are "
+                "cached with cache_dir=, and parquet footers with the footer cache."
+            )
         protocol, path = split_protocol(urlpath.rstrip("/") or "/")
         self.protocol: str = protocol or "file"
         if self.protocol == "file":
@@ -370,7 +377,8 @@ class Storage:
         return p.lstrip("/")
 
     # -- listing --------------------------------------------------------------------------
-    def _cache_file(self, prefix: str) -> str | None:
+    def _cache_root(self) -> str | None:
+        """This root's folder of the on-disk listing cache (one per root and endpoint)."""
         if self.cache_dir is None:
             return None
         ident = json.dumps(
@@ -378,13 +386,19 @@ class Storage:
                 self.root,
                 self.storage_options.get("client_kwargs", {}).get("endpoint_url"),
                 self.storage_options.get("endpoint_url"),
-                prefix,
             ],
             sort_keys=True,
             default=str,
         )
-        digest = hashlib.sha256(ident.encode()).hexdigest()
-        return os.path.join(self.cache_dir, "listings", digest[:2], digest + ".json")
+        return os.path.join(
+            self.cache_dir, "listings", hashlib.sha256(ident.encode()).hexdigest()[:32]
+        )
+
+    def _cache_file(self, prefix: str) -> str | None:
+        folder = self._cache_root()
+        if folder is None:
+            return None
+        return os.path.join(folder, hashlib.sha256(prefix.encode()).hexdigest() + ".json")
 
     def _read_disk(self, prefix: str) -> tuple[float, tuple[Entry, ...]] | None:
         fn = self._cache_file(prefix)
@@ -558,17 +572,16 @@ class Storage:
             return dict(zip(wanted, pool.map(self.find, wanted), strict=True))
 
     def refresh(self) -> None:
-        """Forget every cached listing (memory and disk) for this root."""
+        """Forget every cached listing of this root, in memory and on disk.
+
+        The on-disk cache of the root is removed as a whole, so listings that another process
+        cached are forgotten too (``intake-cpg --refresh``).
+        """
         with self._lock:
-            prefixes = list(self._memory)
             self._memory.clear()
-        for p in prefixes:
-            fn = self._cache_file(p)
-            if fn and os.path.exists(fn):
-                try:
-                    os.remove(fn)
-                except OSError:
-                    pass
+        folder = self._cache_root()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
         if self._fs is not None and hasattr(self._fs, "invalidate_cache"):
             self._fs.invalidate_cache()
 

@@ -369,3 +369,18 @@ def test_batch_glob_selects_matching_batches(cat):
     assert src.to_dask().npartitions == profiles.describe()["metadata"]["n_plates"]
     with pytest.raises(ProductNotFoundError, match="2021_04_26_Batch1"):
         profiles(batch="1999_*")
+
+
+def test_refresh_forgets_what_another_process_cached(demo_s3, s3_options, tmp_path, fresh):
+    first = intake.open_cpg(ROOT, storage_options=s3_options, cache_dir=str(tmp_path))
+    list(first)
+    storage._SHARED.clear()  # a new process: nothing in memory, the disk cache remains
+    second = intake.open_cpg(ROOT, storage_options=s3_options, cache_dir=str(tmp_path))
+    second.refresh()
+    list(second)
+    assert second.storage.requests["ls"] == 1
+
+
+def test_chained_urls_are_refused_with_advice(fresh):
+    with pytest.raises(intake_cpg.StorageError, match="chained fsspec URLs"):
+        list(intake.open_cpg("simplecache::s3://cellpainting-gallery"))
