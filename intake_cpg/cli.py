@@ -246,13 +246,14 @@ def open_root(args: argparse.Namespace) -> Any:
     """The gallery catalog the global options describe."""
     import intake
 
-    return intake.open_cpg(
+    cat = intake.open_cpg(
         urlpath=args.root,
         storage_options=storage_options(args) or None,
         cache_dir=args.cache_dir,
-        # --refresh: every listing is made again (and rewritten to --cache-dir)
-        listing_ttl=0.0 if args.refresh else 3600.0,
     )
+    if args.refresh:  # forget cached listings, in memory and in --cache-dir, then list again
+        cat.refresh()
+    return cat
 
 
 @dataclass

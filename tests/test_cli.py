@@ -538,3 +538,18 @@ def test_export_parquet_failure_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(cli.ParameterError, match="does not exist"):
         export_parquet(_frames_ddf(frames), tmp_path / "missing" / "t.parquet")
+
+
+def test_refresh_sees_what_the_disk_cache_hides(moto_server, s3_admin, make_bucket, tmp_path):
+    bucket = make_bucket()
+    s3_admin.pipe(f"{bucket}/cpg0001-first/broad/workspace/profiles/b/p/p.parquet", b"x")
+
+    def projects(*extra: str) -> list[str]:
+        proc = run("--root", bucket, "--endpoint-url", moto_server, "--cache-dir",
+                   str(tmp_path), "ls", "--json", *extra)  # fmt: skip
+        return [row["name"] for row in json.loads(ok(proc))]
+
+    assert projects() == ["cpg0001-first"]
+    s3_admin.pipe(f"{bucket}/cpg0002-second/broad/workspace/profiles/b/p/p.parquet", b"x")
+    assert projects() == ["cpg0001-first"]  # served by the on-disk listing cache
+    assert projects("--refresh") == ["cpg0001-first", "cpg0002-second"]
