@@ -285,6 +285,17 @@ class _Level(Catalog):
             raise AttributeError(item)
         return super().__getattr__(item)
 
+    def describe(self) -> dict[str, Any]:
+        """What this level is (no listing): its kind, root, options (secrets hidden), metadata."""
+        return {
+            "name": self.name,
+            "container": "catalog",
+            "level": self.kind,
+            "root": self.storage.root,
+            "storage_options": redact(self.storage.storage_options),
+            "metadata": self.metadata,
+        }
+
     # -- tables and search ------------------------------------------------------------------
     def _rows(self) -> list[dict[str, Any]]:
         rows = []

@@ -384,3 +384,12 @@ def test_refresh_forgets_what_another_process_cached(demo_s3, s3_options, tmp_pa
 def test_chained_urls_are_refused_with_advice(fresh):
     with pytest.raises(intake_cpg.StorageError, match="chained fsspec URLs"):
         list(intake.open_cpg("simplecache::s3://cellpainting-gallery"))
+
+
+def test_every_level_describes_itself_without_listing(cat):
+    d = cat.describe()
+    assert d["level"] == "gallery" and d["root"] == ROOT
+    assert cat["cpg0016-jump"].describe()["level"] == "project"
+    assert (
+        cat.storage.requests["ls"] == 1
+    )  # the root, to find the project; describing lists nothing
