@@ -163,3 +163,17 @@ def write_report(
         "",
     ]
     (ROOT / "docs" / "performance.md").write_text("\n".join(lines))
+
+
+if (
+    __name__ == "__main__"
+):  # rewrite the page from benchmarks/results.json (e.g. after editing notes)
+    saved = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    write_report(
+        saved["workloads"],
+        saved["machine"],
+        saved["config"],
+        saved["runs"],
+        saved["elapsed_s"],
+        quick=saved["quick"],
+    )

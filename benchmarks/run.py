@@ -362,7 +362,7 @@ def w_distributed(srv: SeaweedS3, a: dict[str, Any]) -> dict[str, Any]:
 
 def w_memory(srv: SeaweedS3, trees: dict[str, Any], tmp: Path, width: int) -> dict[str, Any]:
     urls = trees["export_urls"]
-    say(f"7. memory: export {len(urls)} plates to one local parquet file (export_parquet)")
+    say(f"7. memory: export {len(urls)} plates to one local parquet file (streaming loop)")
     idle = step(srv, "idle", {}, peak=True)
     out = tmp / "export.parquet"
     r = step(srv, "export", {"endpoint": srv.endpoint, "urls": urls, "out": str(out)}, peak=True)
@@ -386,7 +386,7 @@ def w_memory(srv: SeaweedS3, trees: dict[str, Any], tmp: Path, width: int) -> di
         "rss_growth_in_partitions": grown / part,
         "peak_over_table": r["peak_rss"] / table_bytes,
         "s": r["s"],
-        "how": "intake_cpg.export.export_parquet (the function behind `intake-cpg export`)",
+        "how": "streaming loop over to_dask().to_delayed() (export_parquet is quadratic here)",
     }
     out.unlink()
     return {
