@@ -658,6 +658,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             client=client,
             on_partition=lambda done, total, rows: bar.update(done, f"{rows:,} rows"),
             delay=delay,
+            row_group_bytes=int(args.row_group_mb * 2**20),
         )
     finally:
         bar.close()
@@ -966,6 +967,14 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         "--scheduler",
         metavar="ADDRESS",
         help="dask.distributed scheduler to compute the partitions on (tcp://host:8786)",
+    )
+    p.add_argument(
+        "--row-group-mb",
+        type=float,
+        default=64.0,
+        metavar="MB",
+        help="gather partitions into row groups of about this size in memory (default 64; "
+        "0 writes each partition as its own row group)",
     )
 
     p = add("verify", cmd_verify)

@@ -48,7 +48,11 @@ def _conform(table: Any, schema: Any, index: int) -> Any:
     """``table`` with the columns, order and types of ``schema`` (missing columns as nulls)."""
     import pyarrow as pa
 
-    extra = [n for n in table.column_names if n not in schema.names]
+    if table.schema.equals(schema):
+        return table
+    wanted = set(schema.names)
+    have = set(table.column_names)
+    extra = [n for n in table.column_names if n not in wanted]
     if extra:
         raise SchemaMismatchError(
             f"partition {index} has column(s) {extra[:5]} that partition 0 lacks; "
@@ -56,7 +60,7 @@ def _conform(table: Any, schema: Any, index: int) -> Any:
         )
     arrays = []
     for field in schema:
-        if field.name in table.column_names:
+        if field.name in have:
             arrays.append(table[field.name])
         else:
             arrays.append(pa.nulls(len(table), type=field.type))
@@ -70,6 +74,13 @@ def _conform(table: Any, schema: Any, index: int) -> Any:
         ) from exc
 
 
+def _statistics_columns(schema: Any) -> list[str]:
+    """Columns worth min/max statistics: everything but floating-point features."""
+    import pyarrow as pa
+
+    return [f.name for f in schema if not pa.types.is_floating(f.type)]
+
+
 def export_parquet(
     df: Any,
     path: str | os.PathLike[str],
@@ -78,6 +89,7 @@ def export_parquet(
     on_partition: Callable[[int, int, int], None] | None = None,
     delay: float = 0.0,
     compression: str = "zstd",
+    row_group_bytes: int = 64 * 2**20,
 ) -> ExportResult:
     """Write the dask dataframe ``df`` to the local Parquet file ``path``, one partition at a time.
 
@@ -89,10 +101,17 @@ def export_parquet(
         on_partition: called as ``on_partition(done, total, rows_so_far)`` after each partition.
         delay: seconds to sleep after each partition (a test hook for interruptions).
         compression: Parquet codec.
+        row_group_bytes: partitions are gathered into row groups of about this many bytes
+            (in memory, before compression), so a wide table gets few row groups.
+
+    Column statistics are written for the non-float columns only (``Metadata_*`` and other
+    identifiers, which is what filters use): for a 4,765-column plate the per-column
+    statistics of every row group would otherwise stay in the writer's memory until the file
+    is closed, about 4 MB per row group, and make the footer large.
 
     Every partition is cast to the schema of the first one; a partition with columns the first
-    lacks raises :class:`~intake_cpg.errors.SchemaMismatchError`. Memory holds one partition
-    (two with a client).
+    lacks raises :class:`~intake_cpg.errors.SchemaMismatchError`. Memory holds one row group
+    plus one partition (two with a client).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -109,25 +128,38 @@ def export_parquet(
     log.debug("exporting %d partition(s) to %s via %s", total, target, tmp)
     writer = None
     rows = 0
+    buffered: list[Any] = []
+    buffered_bytes = 0
+
+    # One graph optimisation for all partitions: ``df.partitions[i]`` would optimise the whole
+    # graph again for every partition (quadratic in the number of plates).
+    parts = df.to_delayed(optimize_graph=True)
 
     def fetch(i: int) -> Any:
-        part = df.partitions[i]
-        return client.compute(part) if client is not None else part
+        return client.compute(parts[i]) if client is not None else parts[i]
 
     try:
         pending = fetch(0) if total else None
         for i in range(total):
             frame = pending.result() if client is not None else pending.compute()
+            parts[i] = None  # drop the finished task so its graph can be freed
             pending = fetch(i + 1) if i + 1 < total else None
             table = pa.Table.from_pandas(frame, preserve_index=False)
             del frame
             if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema, compression=compression)
+                writer = pq.ParquetWriter(
+                    tmp, table.schema, compression=compression,
+                    write_statistics=_statistics_columns(table.schema),
+                )  # fmt: skip
             else:
                 table = _conform(table, writer.schema, i)
-            writer.write_table(table)
+            buffered.append(table)
+            buffered_bytes += table.nbytes
             rows += table.num_rows
             del table
+            if buffered_bytes >= row_group_bytes or i + 1 == total:
+                writer.write_table(pa.concat_tables(buffered))
+                buffered, buffered_bytes = [], 0
             if on_partition is not None:
                 on_partition(i + 1, total, rows)
             if delay:

@@ -356,7 +356,7 @@ def test_export_on_a_dask_scheduler(server, demo_s3, s3_options, dask_client, tm
 def test_interrupted_export_leaves_no_output(server, tmp_path, signum):
     out = tmp_path / "all.parquet"
     cmd = [sys.executable, "-m", "intake_cpg", "--root", ROOT, "--endpoint-url", server,
-           "export", PROFILES, "-o", str(out)]  # fmt: skip
+           "export", PROFILES, "-o", str(out), "--row-group-mb", "0"]  # fmt: skip
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=_env(INTAKE_CPG_EXPORT_DELAY="60"),
@@ -553,3 +553,20 @@ def test_refresh_sees_what_the_disk_cache_hides(moto_server, s3_admin, make_buck
     s3_admin.pipe(f"{bucket}/cpg0002-second/broad/workspace/profiles/b/p/p.parquet", b"x")
     assert projects() == ["cpg0001-first"]  # served by the on-disk listing cache
     assert projects("--refresh") == ["cpg0001-first", "cpg0002-second"]
+
+
+def test_export_gathers_partitions_into_row_groups(server, tmp_path):
+    import pyarrow.parquet as pq
+
+    one, each = tmp_path / "one.parquet", tmp_path / "each.parquet"
+    ok(run("export", PROFILES, "-o", str(one), server=server))
+    ok(run("export", PROFILES, "-o", str(each), "--row-group-mb", "0", server=server))
+    parts = len(pd.read_parquet(each).Metadata_Plate.unique())
+    assert pq.ParquetFile(one).metadata.num_row_groups == 1
+    assert pq.ParquetFile(each).metadata.num_row_groups == parts > 1
+    pd.testing.assert_frame_equal(pd.read_parquet(one), pd.read_parquet(each))
+    # statistics for identifiers only: a wide table's float statistics would stay in memory
+    meta = pq.ParquetFile(one).metadata
+    names = meta.schema.names
+    stats = {names[i]: meta.row_group(0).column(i).is_stats_set for i in range(len(names))}
+    assert stats["Metadata_Plate"] and not stats[names[-1]]
