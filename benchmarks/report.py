@@ -125,7 +125,7 @@ def write_report(
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM, {info['os']};",
         f"Python {info['python']}, intake-cpg {v['intake_cpg']}, intake {v['intake']}, "
         f"dask {v['dask']}, pyarrow {v['pyarrow']}, pandas {v['pandas']}, s3fs {v['s3fs']}, "
-        f"SeaweedFS {v['seaweedfs']}. Run {info['date']}, {elapsed / 60:.1f} min in all"
+        f"SeaweedFS {v['seaweedfs']}. Last run {info['date']}, {elapsed / 60:.1f} min in all"
         + (" (QUICK run: reduced sizes)." if quick else "."),
         "",
         "## Summary",
@@ -143,7 +143,8 @@ def write_report(
         lines += [
             f"## {r['title']}",
             "",
-            f"Bar: {r['bar']}. Met: {'yes' if r['met'] else 'NO'}.",
+            f"Bar: {r['bar']}. Met: {'yes' if r['met'] else 'NO'}."
+            + (f" Measured {r['measured']}." if r.get("measured") else ""),
             "",
         ]
         lines += ["| figure | value |", "|---|---|"]

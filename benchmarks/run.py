@@ -58,15 +58,34 @@ def _parquet(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def build_trees(srv: SeaweedS3, cfg: dict[str, Any]) -> dict[str, Any]:
+#: The trees each workload reads (``--only`` builds just those).
+NEEDS = {
+    "browse": {"gallery", "wide"},
+    "full_load": {"wide"},
+    "selective_load": {"wide"},
+    "graph": {"gallery"},
+    "distributed": {"wide"},
+    "memory": {"medium"},
+}
+
+
+def build_trees(
+    srv: SeaweedS3, cfg: dict[str, Any], parts: set[str] | None = None
+) -> dict[str, Any]:
     from intake_cpg.demo import build_demo, plate_profile
     from intake_cpg.layout import format_key
 
+    parts = {"gallery", "wide", "medium"} if parts is None else parts
     plates = pd.read_csv(ROOT / "intake_cpg" / "data" / "cpg0016_plate.csv.gz").astype(str)
     plates = plates.sort_values(["Metadata_Source", "Metadata_Batch", "Metadata_Plate"])
-    say("building the narrow gallery: every one of the 2,525 cpg0016 plates (build_demo)")
-    demo = build_demo(f"s3://{BUCKET}/gallery", srv.admin_options, all_plates=True, max_workers=8)
-    written = set(demo.keys)
+    n_filler = 0
+    demo = None
+    if "gallery" in parts:
+        say("building the narrow gallery: every one of the 2,525 cpg0016 plates (build_demo)")
+        demo = build_demo(
+            f"s3://{BUCKET}/gallery", srv.admin_options, all_plates=True, max_workers=8
+        )
+    written = set(demo.keys) if demo is not None else set()
 
     n_wells, comps = cfg["filler_wells"], ("Cells", "Cytoplasm", "Nuclei", "Image", "Experiment")
     wells = [f"{r}{c:02d}" for r in "ABCDEFGHIJKLMNOP" for c in range(1, 25)][:n_wells]
@@ -80,9 +99,10 @@ def build_trees(srv: SeaweedS3, cfg: dict[str, Any]) -> dict[str, Any]:
                     if key not in written:
                         yield f"gallery/{key}", b""
 
-    say(f"adding per-site analysis files ({n_wells} wells x 5 tables for each plate)")
-    n_filler = srv.put_many(filler(), threads=32)
-    say(f"  {n_filler:,} analysis objects")
+    if "gallery" in parts:
+        say(f"adding per-site analysis files ({n_wells} wells x 5 tables for each plate)")
+        n_filler = srv.put_many(filler(), threads=32)
+        say(f"  {n_filler:,} analysis objects")
 
     def profiles(root: str, rows: pd.DataFrame, width: int):
         for row in rows.itertuples(index=False):
@@ -93,13 +113,15 @@ def build_trees(srv: SeaweedS3, cfg: dict[str, Any]) -> dict[str, Any]:
             yield f"{root}/{key}", _parquet(plate_profile(s, p, width))
 
     wide = plates[plates.Metadata_Source == "source_4"].head(cfg["n_wide"])
-    say(f"writing {len(wide)} full-width plates (4,765 columns) of source_4")
-    srv.put_many(profiles("wide", wide, 4762), threads=4)
+    if "wide" in parts:
+        say(f"writing {len(wide)} full-width plates (4,765 columns) of source_4")
+        srv.put_many(profiles("wide", wide, 4762), threads=4)
     medium = pd.concat(
         [plates[plates.Metadata_Source == "source_3"], plates[plates.Metadata_Source == "source_5"]]
     ).head(cfg["n_export"])
-    say(f"writing {len(medium)} plates of {cfg['export_width']} features (export workload)")
-    srv.put_many(profiles("medium", medium, cfg["export_width"]), threads=4)
+    if "medium" in parts:
+        say(f"writing {len(medium)} plates of {cfg['export_width']} features (export workload)")
+        srv.put_many(profiles("medium", medium, cfg["export_width"]), threads=4)
 
     def urls(root: str, rows: pd.DataFrame) -> list[str]:
         return [
@@ -115,10 +137,14 @@ def build_trees(srv: SeaweedS3, cfg: dict[str, Any]) -> dict[str, Any]:
             for r in rows.itertuples(index=False)
         ]
 
-    narrow = demo.plates[demo.plates.project == "cpg0016-jump"].sort_values("key")
+    narrow = (
+        demo.plates[demo.plates.project == "cpg0016-jump"].sort_values("key")
+        if demo is not None
+        else pd.DataFrame({"key": []})
+    )
     return {
         "narrow_urls": [f"s3://{BUCKET}/gallery/{k}" for k in narrow.key],
-        "n_narrow_objects": len(demo.keys) + n_filler,
+        "n_narrow_objects": (len(demo.keys) if demo is not None else 0) + n_filler,
         "wide": wide,
         "wide_urls": urls("wide", wide),
         "export_urls": urls("medium", medium),
@@ -386,7 +412,7 @@ def w_memory(srv: SeaweedS3, trees: dict[str, Any], tmp: Path, width: int) -> di
         "rss_growth_in_partitions": grown / part,
         "peak_over_table": r["peak_rss"] / table_bytes,
         "s": r["s"],
-        "how": "streaming loop over to_dask().to_delayed() (export_parquet is quadratic here)",
+        "how": "intake_cpg.export.export_parquet (what intake-cpg export runs)",
     }
     out.unlink()
     return {
@@ -463,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(w_parse(args.runs, 100_000 if args.quick else None))
         with SeaweedS3(workdir / "s3", BUCKET) as srv:
             say(f"SeaweedFS S3 on {srv.endpoint} (anonymous read), data in {workdir}")
-            trees = build_trees(srv, cfg)
+            parts = None if only is None else set().union(*(NEEDS.get(w, set()) for w in only))
+            trees = build_trees(srv, cfg, parts)
             tmp = workdir / "caches"
             tmp.mkdir(exist_ok=True)
             names = sorted(trees["wide"].Metadata_Plate)
@@ -506,6 +533,18 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     from report import write_report
 
+    stamp = info["date"]
+    for r in results:
+        r.setdefault("measured", stamp)
+    if only is not None:  # keep the other workloads' last results, each with its own date
+        previous = json.loads((ROOT / "benchmarks" / "results.json").read_text())["workloads"]
+        fresh = {r["workload"] for r in results}
+        order = [r["workload"] for r in previous] + [
+            w for w in fresh if w not in {p["workload"] for p in previous}
+        ]
+        merged = {r["workload"]: r for r in previous if r["workload"] not in fresh}
+        merged.update({r["workload"]: r for r in results})
+        results = [merged[w] for w in order if w in merged]
     write_report(results, info, cfg, args.runs, time.monotonic() - T0, quick=args.quick)
     say("wrote benchmarks/results.json and docs/performance.md")
     return 0

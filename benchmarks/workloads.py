@@ -198,31 +198,15 @@ def distributed(a: dict[str, Any]) -> dict[str, Any]:
 
 # -- 7. memory ------------------------------------------------------------------------------
 def export(a: dict[str, Any]) -> dict[str, Any]:
-    """Stream the partitions of ``to_dask()`` into one parquet file, one partition at a time.
-
-    (``intake_cpg.export.export_parquet``, behind ``intake-cpg export``, takes ``df.partitions[i]``
-    per partition, which re-optimizes the whole 500-partition graph each time: quadratic; see
-    docs/performance.md. This loop optimizes once, with ``to_delayed()``.)
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    """Export the partitions of ``to_dask()`` with ``intake_cpg.export.export_parquet``
+    (what ``intake-cpg export`` runs): one partition at a time, ~64 MB row groups."""
+    from intake_cpg.export import export_parquet
     from intake_cpg.sources import ProfilesSource
 
     t0 = time.perf_counter()
     ddf = ProfilesSource(a["urls"], storage_options=_opts(a)).to_dask()
-    writer = None
-    rows = 0
-    for part in ddf.to_delayed():
-        table = pa.Table.from_pandas(part.compute(), preserve_index=False)
-        if writer is None:
-            writer = pq.ParquetWriter(a["out"], table.schema, compression="zstd")
-        writer.write_table(table)
-        rows += table.num_rows
-        del table
-    assert writer is not None
-    writer.close()
-    return {"s": time.perf_counter() - t0, "npartitions": ddf.npartitions, "rows": rows}
+    result = export_parquet(ddf, a["out"])
+    return {"s": time.perf_counter() - t0, "npartitions": ddf.npartitions, "rows": result.rows}
 
 
 def idle(a: dict[str, Any]) -> dict[str, Any]:
