@@ -322,7 +322,7 @@ class _Level(Catalog):
         1): Intake's recursive search would list the whole bucket.
         """
         if depth != 1:
-            raise ValueError(
+            raise ParameterError(
                 "the gallery catalog searches one level at a time (depth=1); "
                 "open a deeper level and search there"
             )
