@@ -17,7 +17,7 @@ from intake.source.base import DataSource, Schema
 
 from . import __version__, layout
 from .errors import ParameterError, not_found
-from .resolve import ALL, ENTRY_PRODUCTS, Gallery, match_names, validate_params
+from .resolve import ALL, ENTRY_PRODUCTS, Gallery, is_table, match_names, validate_params
 from .storage import DEFAULT_ROOT, get_storage
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,6 @@ _READER_OPTIONS = (
     "files_per_partition",
     "footer_cache",
 )
-
-
-def _is_table(name: str) -> bool:
-    return name.endswith((".parquet", ".csv", ".csv.gz", ".txt", ".tsv"))
 
 
 class GallerySource(DataSource):
@@ -155,7 +151,9 @@ class GallerySource(DataSource):
         if self.product == "analysis":
             comp = p["compartment"]
             keys = g.subtree_keys(
-                pp, pairs, lambda e: _is_table(e.name) and e.name.split(".", 1)[0] == comp
+                pp,
+                pairs,
+                lambda e: is_table(e.name) and layout.parse_key(e.key).variant == comp,
             )
             if not keys:
                 raise not_found(
@@ -163,7 +161,7 @@ class GallerySource(DataSource):
                 )
             return keys
         # embeddings
-        keys = g.subtree_keys(pp, pairs, lambda e: e.name.endswith(".parquet"))
+        keys = g.subtree_keys(pp, pairs, lambda e: layout.parse_key(e.key).extension == "parquet")
         if not keys:
             raise not_found("embedding file", "*.parquet", [], self.where)
         return keys

@@ -40,6 +40,7 @@ __all__ = [
     "PlateProduct",
     "choose_assembled_variant",
     "choose_variant",
+    "is_table",
     "match_names",
     "validate_params",
 ]
@@ -180,7 +181,8 @@ class PlateProduct:
         return pairs
 
 
-def _is_table(filename: str) -> bool:
+def is_table(filename: str) -> bool:
+    """Whether a file name has a loadable table extension (``parquet``, ``csv.gz``, ...)."""
     return layout.split_ext(filename)[1] in _TABLE_EXTENSIONS
 
 
@@ -290,7 +292,7 @@ class Gallery:
             for folder, entries in self.storage.ls_many(samples).items():
                 plate = samples[folder]
                 for e in entries:
-                    if e.is_dir or not _is_table(e.name):
+                    if e.is_dir or not is_table(e.name):
                         continue
                     parsed = layout.parse_key(e.key)
                     if parsed.product != product or parsed.plate not in (plate, None):
@@ -354,7 +356,7 @@ class Gallery:
                 variants = {}
                 for f in files[v.key]:
                     parsed = layout.parse_key(f.key)
-                    if not f.is_dir and _is_table(f.name) and parsed.product == product:
+                    if not f.is_dir and is_table(f.name) and parsed.product == product:
                         variants[parsed.variant or ""] = f.key
                 if variants:
                     found[v.name] = variants
