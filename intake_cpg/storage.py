@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -500,16 +500,22 @@ class Storage:
             raise transport_error(self.url(prefix), exc, "list") from exc
         return self._to_entries(raw)
 
+    def _through_cache(
+        self, cache_key: str, fetch: Callable[[], tuple[Entry, ...]], refresh: bool
+    ) -> tuple[Entry, ...]:
+        """The cached listing under ``cache_key``, or ``fetch()`` stored there."""
+        if not refresh:
+            hit = self._cached(cache_key)
+            if hit is not None:
+                return hit
+        entries = fetch()
+        self._store(cache_key, entries)
+        return entries
+
     def ls(self, prefix: str = "", *, refresh: bool = False) -> tuple[Entry, ...]:
         """List one level below ``prefix`` (root-relative). A missing prefix lists as empty."""
         prefix = prefix.strip("/")
-        if not refresh:
-            hit = self._cached(prefix)
-            if hit is not None:
-                return hit
-        entries = self._list_remote(prefix)
-        self._store(prefix, entries)
-        return entries
+        return self._through_cache(prefix, lambda: self._list_remote(prefix), refresh)
 
     def ls_many(
         self, prefixes: Iterable[str], *, refresh: bool = False, max_workers: int = 16
@@ -524,9 +530,7 @@ class Storage:
                 todo.append(p)
             else:
                 out[p] = hit
-        if len(todo) == 1:
-            out[todo[0]] = self.ls(todo[0], refresh=True)
-        elif todo:
+        if todo:
             with ThreadPoolExecutor(max_workers=min(max_workers, len(todo))) as pool:
                 for p, entries in zip(todo, pool.map(self._list_remote, todo), strict=True):
                     self._store(p, entries)
@@ -552,14 +556,7 @@ class Storage:
         project: that is what the per-level listings are for.
         """
         prefix = prefix.strip("/")
-        cache_key = "find:" + prefix
-        if not refresh:
-            hit = self._cached(cache_key)
-            if hit is not None:
-                return hit
-        entries = self._find_remote(prefix)
-        self._store(cache_key, entries)
-        return entries
+        return self._through_cache("find:" + prefix, lambda: self._find_remote(prefix), refresh)
 
     def find_many(
         self, prefixes: Iterable[str], *, max_workers: int = 16
