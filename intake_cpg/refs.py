@@ -1,0 +1,43 @@
+"""File references: what the listing learnt about one object, carried to the workers.
+
+A :class:`FileRef` is made once, when a listing (or a manifest) names an object, and is then
+passed along unchanged: selectors return them, the read plan carries them to the dask workers,
+and path metadata (``Metadata_Source``, ``Metadata_Batch``, ``Metadata_Plate``) and partition
+grouping come from their parsed :attr:`FileRef.path`. No URL is parsed again after listing.
+
+``size`` and ``etag`` come from the listing (S3 listings carry both), so a reader needs no
+HEAD request: it can read the footer with one suffix-range request and pin every read to the
+ETag the listing saw (``If-Match``), so a replaced object is an error, never a mix.
+
+>>> from intake_cpg.layout import parse_key
+>>> key = "cpg0016-jump/source_4/workspace/profiles/2021_04_26_Batch1/BR00117037/BR00117037.parquet"
+>>> ref = FileRef(key=key, url="s3://cellpainting-gallery/" + key, size=11_200_000,
+...               etag="0f1e2d3c4b5a69788796a5b4c3d2e1f0", path=parse_key(key))
+>>> ref.path.plate, ref.size
+('BR00117037', 11200000)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .layout import GalleryPath
+
+__all__ = ["FileRef"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """One object to read: its key, full URL, size and ETag, and its parsed gallery fields.
+
+    ``size``/``etag`` are ``None`` when the source of the reference did not know them (a
+    local folder keeps no ETag; a user-given URL was never listed). ``version_id`` pins an S3
+    or HTTPS object version (``?versionId=`` in a manifest URL).
+    """
+
+    key: str
+    url: str
+    size: int | None = None
+    etag: str | None = None
+    path: GalleryPath | None = None
+    version_id: str | None = None
