@@ -12,10 +12,10 @@ range with ``If-Match: <that ETag>``; so a footer served from the cache always b
 bytes being read. A replaced object has a new ETag and simply misses. Objects without an ETag
 (local files) are not cached.
 
-Disk entries are written atomically (temporary file + rename) and carry a SHA-256 of their
-payload and the key they belong to. An entry that cannot be read, fails its checksum, or names
-another key is logged, deleted and rebuilt from the object: the cache is never trusted over
-the data.
+Disk entries live in a :class:`~intake_cpg.diskcache.DiskCache`: written atomically (temporary
+file + rename), with a SHA-256 of their payload and the key they belong to. An entry that
+cannot be read, fails its checksum, or names another key is logged, deleted and rebuilt from
+the object: the cache is never trusted over the data.
 
 >>> import tempfile, pyarrow as pa, pyarrow.parquet as pq
 >>> d = tempfile.mkdtemp()
@@ -32,13 +32,8 @@ True
 from __future__ import annotations
 
 import collections
-import hashlib
-import io
-import json
 import logging
 import os
-import struct
-import tempfile
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +41,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.caching import KnownPartsOfAFile
 
+from .diskcache import DiskCache
 from .errors import ParameterError
 
 log = logging.getLogger(__name__)
@@ -62,7 +59,6 @@ __all__ = [
 
 #: Bytes of serialized footers kept in memory per process (least recently used dropped first).
 MEMORY_BUDGET = 512 * 2**20
-_MAGIC = b"CPGFOOT1"
 _FORMAT = 1
 
 
@@ -164,11 +160,25 @@ class FooterCache:
     def _key(url: str, etag: str, size: int) -> tuple[str, str, int]:
         return (str(url), str(etag).strip('"'), int(size))
 
-    def _path(self, key: tuple[str, str, int]) -> str | None:
+    def _disk(self) -> DiskCache | None:
         if self.directory is None:
             return None
-        digest = hashlib.sha256(json.dumps(list(key)).encode()).hexdigest()
-        return os.path.join(self.directory, digest[:2], digest + ".footer")
+        return DiskCache(
+            self.directory,
+            what="footer cache entry",
+            then="reading the file",
+            suffix=".footer",
+            fanout=True,
+            stats=self.stats,
+        )
+
+    def _disk_key(self, key: tuple[str, str, int]) -> list[Any]:
+        return ["footer", _FORMAT, *key]
+
+    def _path(self, key: tuple[str, str, int]) -> str | None:
+        """The file of ``key``'s disk entry (``None`` without a folder)."""
+        disk = self._disk()
+        return None if disk is None else disk.path(self._disk_key(key))
 
     # -- public -------------------------------------------------------------------------------
     def get(self, url: str, etag: str, size: int) -> pq.FileMetaData | None:
@@ -177,9 +187,11 @@ class FooterCache:
         md = _MEMORY.get(key)
         if md is not None:
             self.stats["hit_memory"] += 1
-            fn = self._path(key)
-            if fn is not None and not os.path.exists(fn):  # learnt through another cache folder
-                self._write_disk(key, _serialize(md))
+            disk = self._disk()
+            if (
+                disk is not None and self._disk_key(key) not in disk
+            ):  # learnt through another folder
+                disk.put(self._disk_key(key), _serialize(md))
             return md
         md, nbytes = self._read_disk(key)
         if md is not None:
@@ -194,7 +206,9 @@ class FooterCache:
         key = self._key(url, etag, size)
         payload = _serialize(metadata)
         _MEMORY.put(key, metadata, len(payload))
-        self._write_disk(key, payload)
+        disk = self._disk()
+        if disk is not None:
+            disk.put(self._disk_key(key), payload)
         self.stats["stored"] += 1
 
     def load(self, fh: Any, url: str) -> pq.FileMetaData:
@@ -216,54 +230,15 @@ class FooterCache:
 
     # -- disk -----------------------------------------------------------------------------------
     def _read_disk(self, key: tuple[str, str, int]) -> tuple[pq.FileMetaData | None, int]:
-        fn = self._path(key)
-        if fn is None or not os.path.exists(fn):
+        disk = self._disk()
+        payload = None if disk is None else disk.get(self._disk_key(key))
+        if disk is None or payload is None:
             return None, 0
         try:
-            with open(fn, "rb") as f:
-                blob = f.read()
-            if blob[: len(_MAGIC)] != _MAGIC:
-                raise ValueError("not a footer cache file")
-            (hlen,) = struct.unpack("<I", blob[len(_MAGIC) : len(_MAGIC) + 4])
-            start = len(_MAGIC) + 4
-            header = json.loads(blob[start : start + hlen])
-            payload = blob[start + hlen :]
-            if header.get("format") != _FORMAT or header.get("key") != list(key):
-                raise ValueError("entry is for another object")
-            if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
-                raise ValueError("checksum mismatch")
-            md = pq.read_metadata(pa.BufferReader(payload))
-            return md, len(payload)
-        except (OSError, ValueError, KeyError, TypeError, struct.error, pa.ArrowException) as exc:
-            self.stats["corrupt"] += 1
-            log.warning("ignoring unreadable footer cache entry %s (%s); reading the file", fn, exc)
-            try:
-                os.remove(fn)
-            except OSError:
-                pass
+            return pq.read_metadata(pa.BufferReader(payload)), len(payload)
+        except (OSError, ValueError, pa.ArrowException) as exc:  # checksummed, yet not a footer
+            disk.reject(self._disk_key(key), exc)
             return None, 0
-
-    def _write_disk(self, key: tuple[str, str, int], payload: bytes) -> None:
-        fn = self._path(key)
-        if fn is None:
-            return
-        header = json.dumps(
-            {"format": _FORMAT, "key": list(key), "sha256": hashlib.sha256(payload).hexdigest()}
-        ).encode()
-        try:
-            folder = os.path.dirname(fn)
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".footer")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(_MAGIC + struct.pack("<I", len(header)) + header + payload)
-                os.replace(tmp, fn)  # atomic: readers see the old entry or the new one
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-                raise
-        except OSError as exc:  # a cache that cannot be written is not an error
-            log.warning("could not write footer cache entry %s: %s", fn, exc)
 
 
 def _serialize(metadata: pq.FileMetaData) -> bytes:
@@ -332,50 +307,28 @@ def column_ranges(metadata: pq.FileMetaData, columns: Iterable[str]) -> list[tup
     return [(s, e) for s, e in merged]
 
 
-class _Prefetched(io.RawIOBase):
-    """A read-only view of an open file that serves the prefetched byte ranges from memory."""
-
-    def __init__(self, fh: Any, size: int, parts: dict[tuple[int, int], bytes]) -> None:
-        self.fh, self._size, self.parts, self.pos = fh, size, parts, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self.pos, 2: self._size}[whence]
-        self.pos = base + offset
-        return self.pos
-
-    def read(self, n: int = -1) -> bytes:
-        end = self._size if n is None or n < 0 else min(self.pos + n, self._size)
-        for (s, e), data in self.parts.items():
-            if s <= self.pos and end <= e:
-                out = data[self.pos - s : end - s]
-                self.pos = end
-                return out
-        self.fh.seek(self.pos)  # not prefetched: read through (same object version)
-        out = self.fh.read(end - self.pos)
-        self.pos += len(out)
-        return out
-
-
 def read_columns(fh: Any, metadata: pq.FileMetaData, columns: list[str]) -> pa.Table:
     """``columns`` of the open parquet file ``fh`` whose footer is ``metadata``.
 
-    The column chunks are fetched concurrently (one ranged read each, neighbours merged)
-    through ``fh``, so s3fs reads them with ``If-Match`` on the ETag the footer is keyed by.
+    The column chunks are fetched concurrently (one ranged read each, neighbours merged) with
+    the file's own fetcher, so s3fs reads them with ``If-Match`` on the ETag the file was
+    opened with (the one the footer is keyed by), then served to pyarrow from fsspec's
+    :class:`~fsspec.caching.KnownPartsOfAFile`. A read outside the fetched ranges (which
+    pyarrow does not make) falls back to reading the columns through ``fh`` as usual.
     """
     ranges = column_ranges(metadata, columns)
-    fetch = getattr(fh, "_fetch_range", None)
+    cache = getattr(fh, "cache", None)
+    fetch = getattr(cache, "fetcher", None)
     if fetch is None or len(ranges) < 2:
         return pq.ParquetFile(fh, metadata=metadata, pre_buffer=True).read(columns=columns)
     with ThreadPoolExecutor(min(FETCH_THREADS, len(ranges))) as pool:
         blobs = list(pool.map(lambda r: fetch(r[0], r[1]), ranges))
-    view = _Prefetched(fh, int(fh.size), dict(zip(ranges, blobs, strict=True)))
-    return pq.ParquetFile(view, metadata=metadata).read(columns=columns)
+    parts = dict(zip(ranges, blobs, strict=True))
+    fh.cache = KnownPartsOfAFile(fh.blocksize, fetch, fh.size, data=parts, strict=True)
+    try:
+        return pq.ParquetFile(fh, metadata=metadata).read(columns=columns)
+    except ValueError:  # KnownPartsOfAFile(strict=True): a read outside the fetched ranges
+        log.debug("read outside the prefetched column ranges of %s; reading through", fh)
+    finally:
+        fh.cache = cache
+    return pq.ParquetFile(fh, metadata=metadata, pre_buffer=True).read(columns=columns)
