@@ -38,6 +38,7 @@ from typing import Any, TextIO
 
 from . import __version__
 from .errors import CPGError, EtagMismatchError, ParameterError, not_found
+from .storage import DEFAULT_ROOT, SecretFilter, scrub, secret_values
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,6 @@ __all__ = [
     "render_table",
 ]
 
-DEFAULT_ROOT = "s3://cellpainting-gallery"
 #: Environment variable giving the default ``--root``.
 ROOT_ENV = "INTAKE_CPG_ROOT"
 #: Test hook: seconds ``export`` sleeps after each partition (makes interruptions deterministic).
@@ -62,9 +62,6 @@ EXIT_FAILED = 1  # verification failed
 EXIT_ERROR = 2  # usage or user error
 EXIT_INTERNAL = 3  # unexpected error (a bug): rerun with -v and report it
 
-_SECRET_KEYS = frozenset(
-    {"key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key"}
-)
 _GLOB = set("*?[")
 
 
@@ -239,7 +236,7 @@ def _secrets(args: argparse.Namespace) -> list[str]:
         opts = parse_assignments(args.storage_option, "--storage-option")
     except ParameterError:
         return []
-    return [str(v) for k, v in opts.items() if k.lower() in _SECRET_KEYS and len(str(v)) > 2]
+    return sorted(secret_values(opts))
 
 
 def open_root(args: argparse.Namespace) -> Any:
@@ -747,15 +744,9 @@ def cmd_freeze(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import intake_cpg
+    from .demo import build_from_args
 
-    opts = storage_options(args)
-    demo = intake_cpg.build_demo(
-        args.dir,
-        opts or None,
-        n_features=args.n_features,
-        plates_per_batch=args.plates_per_batch,
-    )
+    demo = build_from_args(args, storage_options(args) or None)
     flags = f" --endpoint-url {args.endpoint_url}" if args.endpoint_url else ""
     root = demo.root.removeprefix("file://")
     _emit(
@@ -989,12 +980,9 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     p.add_argument("path", nargs="?", default="", metavar="PATH", help="level to freeze (root)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.yaml", help="output file")
 
-    p = add("demo", cmd_demo)
-    p.add_argument(
-        "dir", nargs="?", default="demo-gallery", metavar="DIR", help="target (demo-gallery)"
-    )
-    p.add_argument("--n-features", type=int, default=None, help="feature columns (default 60)")
-    p.add_argument("--plates-per-batch", type=int, default=2, help="plates per batch (2)")
+    from .demo import add_arguments as add_demo_arguments
+
+    add_demo_arguments(add("demo", cmd_demo))
 
     for p in commands.values():
         _global_options(p, suppress=True)
@@ -1044,28 +1032,6 @@ def _classify(exc: BaseException) -> tuple[int, str]:
     return EXIT_INTERNAL, f"unexpected {type(exc).__name__}: {exc} (rerun with -v for details)"
 
 
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for s in secrets:
-        text = text.replace(s, "***")
-    return text
-
-
-class _ScrubFilter(logging.Filter):
-    """Replace secret values in every log record (third-party debug logs print request headers)."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
-        super().__init__()
-        self.secrets = list(secrets)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            clean = _scrub(message, self.secrets)
-            if clean != message:
-                record.msg, record.args = clean, None
-        return True
-
-
 def _setup_logging(args: argparse.Namespace, secrets: Sequence[str]) -> None:
     """-q: errors; default: warnings; -v: info; -vv: debug for intake_cpg only."""
     level = logging.ERROR if args.quiet else logging.WARNING
@@ -1073,7 +1039,7 @@ def _setup_logging(args: argparse.Namespace, secrets: Sequence[str]) -> None:
         level = logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_ScrubFilter(secrets))
+    handler.addFilter(SecretFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -1107,8 +1073,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         code, message = _classify(exc)
         if args.verbose:
-            sys.stderr.write(_scrub(traceback.format_exc(), secrets))
-        sys.stderr.write(f"intake-cpg: error: {_scrub(_one_line(message), secrets)}\n")
+            sys.stderr.write(scrub(traceback.format_exc(), secrets))
+        sys.stderr.write(f"intake-cpg: error: {scrub(_one_line(message), secrets)}\n")
         return code
     finally:
         if previous is not None:

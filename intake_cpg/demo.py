@@ -51,9 +51,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .diskcache import atomic_write
 from .errors import ParameterError, StorageError
 from .etag import compute_etag
 from .layout import format_key
+from .storage import GALLERY_BUCKET, filesystem
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +68,13 @@ __all__ = [
     "plate_profile",
     "PART_SIZE",
     "WELLS",
+    "add_arguments",
+    "build_from_args",
     "main",
 ]
 
 #: Part size of the multipart uploads the demo makes (and assumes for local ETags).
 PART_SIZE = 5 * 2**20
-#: The public bucket that manifest URLs name (as in the real manifests).
-GALLERY_BUCKET = "cellpainting-gallery"
 #: The 384 wells of a plate, A01..P24, row by row.
 WELLS: tuple[str, ...] = tuple(f"{r}{c:02d}" for r in "ABCDEFGHIJKLMNOP" for c in range(1, 25))
 #: Number of real feature names used when ``n_features`` is None.
@@ -430,9 +432,9 @@ class _Writer:
     def put(self, key: str, data: bytes, *, multipart: bool = False) -> None:
         path = f"{self.root_path}/{key}"
         try:
-            if self.local:
-                self.fs.makedirs(self.fs._parent(path), exist_ok=True)
-            if multipart:
+            if self.local:  # whole or not at all (a temporary file renamed into place)
+                atomic_write(path, data)
+            elif multipart:
                 # write part-size slices so s3fs uploads exactly PART_SIZE parts (the last shorter)
                 with self.fs.open(path, "wb", block_size=PART_SIZE) as f:
                     for start in range(0, len(data), PART_SIZE):
@@ -654,7 +656,8 @@ def build_demo(
     Args:
         target: where to write (``"demo-gallery"``, ``"/tmp/g"``, ``"s3://bucket"``); an S3
             bucket must exist and ``storage_options`` must carry credentials that can write.
-        storage_options: passed to fsspec for ``target``.
+        storage_options: options for ``target``, as :func:`intake_cpg.storage.filesystem`
+            takes them (an S3 target needs credentials in them: without, S3 is anonymous).
         n_features: feature columns of the cpg0016 per-plate profiles: None for a small
             realistic subset (60 real names), 4762 for full width (4,765 columns with the
             metadata). The other products always use the small subset.
@@ -687,7 +690,7 @@ def build_demo(
 
     if "://" not in target and not target.startswith("file:"):
         target = os.path.abspath(target)
-    fs, root_path = fsspec.core.url_to_fs(target, **(storage_options or {}))
+    fs, root_path = filesystem(target, storage_options)
     writer = _Writer(fs, root_path, target)
     root = _root_of(fs, writer.root_path)
     log.info(
@@ -1065,16 +1068,17 @@ def _manifest_bytes(writer: _Writer, assembled: list[tuple[str, str | None, str]
 # --------------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m intake_cpg.demo DIR``: build the demo gallery into DIR and print a summary."""
-    parser = argparse.ArgumentParser(
-        prog="python -m intake_cpg.demo",
-        description="Build the intake-cpg demo gallery (a small, realistic Cell Painting Gallery).",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the demo's arguments (``DIR`` and the build options) to ``parser``.
+
+    One definition for ``python -m intake_cpg.demo`` and ``intake-cpg demo``; read them back
+    with :func:`build_from_args`.
+    """
     parser.add_argument(
         "target",
         nargs="?",
         default="demo-gallery",
+        metavar="DIR",
         help="folder or fsspec URL to write into (default: demo-gallery)",
     )
     parser.add_argument(
@@ -1083,17 +1087,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="feature columns per plate (default 60; 4762 = full width)",
     )
-    parser.add_argument("--plates-per-batch", type=int, default=2)
+    parser.add_argument(
+        "--plates-per-batch", type=int, default=2, help="plates written per batch (default 2)"
+    )
     parser.add_argument(
         "--all-plates", action="store_true", help="write every one of the 2,525 cpg0016 plates"
     )
-    parser.add_argument("--analysis-sites", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--analysis-sites", type=int, default=2, help="sites per well in analysis (default 2)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every generated number (default 0)"
+    )
     parser.add_argument(
         "--large-object",
         action="store_true",
         help="add a >5 MiB assembled profile uploaded in 5 MiB parts",
     )
+
+
+def build_from_args(args: argparse.Namespace, storage_options: dict | None = None) -> DemoGallery:
+    """:func:`build_demo` with the arguments :func:`add_arguments` defined."""
+    return build_demo(
+        args.target,
+        storage_options,
+        n_features=args.n_features,
+        plates_per_batch=args.plates_per_batch,
+        all_plates=args.all_plates,
+        analysis_sites=args.analysis_sites,
+        seed=args.seed,
+        large_object=args.large_object,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m intake_cpg.demo DIR``: build the demo gallery into DIR and print a summary."""
+    parser = argparse.ArgumentParser(
+        prog="python -m intake_cpg.demo",
+        description="Build the intake-cpg demo gallery (a small, realistic Cell Painting Gallery).",
+    )
+    add_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -1101,15 +1134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        demo = build_demo(
-            args.target,
-            n_features=args.n_features,
-            plates_per_batch=args.plates_per_batch,
-            all_plates=args.all_plates,
-            analysis_sites=args.analysis_sites,
-            seed=args.seed,
-            large_object=args.large_object,
-        )
+        demo = build_from_args(args)
     except (ParameterError, StorageError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

@@ -323,7 +323,8 @@ def read_manifest(
     """Read and parse a manifest from a local path, ``s3://`` or ``https://`` URL.
 
     HTTPS bucket URLs are read through S3 (anonymously unless ``storage_options`` brings
-    credentials); ``storage_options`` apply to remote manifests only.
+    credentials); ``storage_options`` apply as :func:`intake_cpg.storage.effective_options`
+    says (S3 only: local paths and other web pages get none).
 
     >>> import tempfile, os
     >>> fn = os.path.join(tempfile.mkdtemp(), "index.csv")
@@ -331,19 +332,14 @@ def read_manifest(
     >>> [r.subset for r in read_manifest(fn)]
     ['orf']
     """
-    import fsspec
-    from fsspec.core import split_protocol
-
-    from .storage import effective_options
+    from .storage import open_url
 
     if not isinstance(urlpath, str) or not urlpath.strip():
         raise ManifestError(f"manifest location must be a non-empty path or URL, got {urlpath!r}")
     bucket, key, storage_url = split_storage_url(urlpath)
     target = storage_url if bucket is not None else urlpath
-    protocol = split_protocol(target)[0] or "file"
-    options = effective_options(protocol, storage_options) if protocol != "file" else {}
     try:
-        with fsspec.open(target, "rb", **options) as f:
+        with open_url(target, storage_options) as f:
             raw = f.read()
     except FileNotFoundError as exc:
         raise ManifestError(f"no manifest at {urlpath!r} (read from {target!r})") from exc

@@ -44,7 +44,7 @@ from .errors import (
     close_matches,
 )
 from .footer_cache import FooterCache, read_columns
-from .storage import is_transport_failure, transport_error, transport_errors
+from .storage import filesystem, is_transport_failure, transport_error, transport_errors
 
 log = logging.getLogger(__name__)
 
@@ -185,13 +185,6 @@ class FileSchema:
         return tuple(self.dtypes)
 
 
-def _open_fs(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
-    from .storage import effective_options
-
-    protocol = fsspec.core.split_protocol(url)[0] or "file"
-    return fsspec.core.url_to_fs(url, **effective_options(protocol, storage_options))
-
-
 def _arrow_string_safe(schema: pa.Schema) -> pa.Schema:
     """``schema`` with every string column (see :func:`is_string_column`) typed string."""
     fields = []
@@ -284,7 +277,7 @@ def read_schema(
     With a ``footer_cache`` the footer of an unchanged object is not read again.
     """
     fmt = detect_format(url, format)
-    fs, path = _open_fs(url, storage_options)
+    fs, path = filesystem(url, storage_options)
     try:
         if fmt.kind == "parquet":
             with fs.open(path, "rb", cache_type="none") as fh:
@@ -593,7 +586,7 @@ def read_file(
     filter is then applied after reading the chosen columns.
     """
     fmt = detect_format(url, format)
-    fs, path = _open_fs(url, storage_options)
+    fs, path = filesystem(url, storage_options)
     expr = None
     try:
         if fmt.kind == "parquet":

@@ -26,6 +26,7 @@ from . import readers
 from .errors import ParameterError
 from .footer_cache import resolve_footer_cache
 from .readers import PATH_COLUMNS, SCHEMA_MODES, FileSchema, ReadPlan
+from .storage import filesystem
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ class ProfilesSource(DataSource):
             if not (_GLOB_CHARS & set(url)):
                 out.append(url)
                 continue
-            fs, path = readers._open_fs(url, self.storage_options)
+            fs, path = filesystem(url, self.storage_options)
             protocol = fsspec.core.split_protocol(url)[0]
             hits = sorted(fs.glob(path))
             if not hits:

@@ -1,19 +1,34 @@
-"""The only module that talks to fsspec.
+"""The one I/O seam: every filesystem the package opens comes from here.
 
-:class:`Storage` wraps one gallery root (``s3://cellpainting-gallery``, a local mirror, a bucket
-on an S3-compatible endpoint) and gives the catalog what it needs and nothing more:
+* :func:`filesystem` and :func:`open_url` give a filesystem for a URL, or an open file, with
+  one rule for storage options (:func:`effective_options`): S3 is read anonymously unless
+  credentials are given, so ambient AWS credentials (environment, ``~/.aws``) are never
+  picked up by accident; local paths and HTTP(S) URLs get no storage options (those are for
+  the gallery's S3 store, and an HTTP client refuses them); secret values are kept out of the
+  client libraries' logs (:func:`guard_secrets`) and out of everything shown (:func:`redact`,
+  :func:`scrub`).
+* :class:`Storage` wraps one gallery root (``s3://cellpainting-gallery``, a local mirror, a
+  bucket on an S3-compatible endpoint) and gives the catalog what it needs and nothing more:
 
-* :meth:`Storage.ls`: one level of the tree, cached in memory with a TTL and, when a
-  ``cache_dir`` is given, on disk so that a second process does not list again;
-* :meth:`Storage.ls_many`: many levels at once, concurrently;
-* :meth:`Storage.info`: one HEAD request (size and ETag);
-* :meth:`Storage.url`: the fsspec URL of a key, for the readers that run on dask workers.
+  - :meth:`Storage.ls`: one level of the tree, cached in memory with a TTL and, when a
+    ``cache_dir`` is given, on disk (a :class:`~intake_cpg.diskcache.DiskCache`) so that a
+    second process does not list again;
+  - :meth:`Storage.ls_many`: many levels at once, concurrently;
+  - :meth:`Storage.info`: one HEAD request (size and ETag);
+  - :meth:`Storage.url`: the fsspec URL of a key, for the readers that run on dask workers.
 
-Every request it makes is counted in :attr:`Storage.requests`, so tests and benchmarks can hold
-the catalog to its cost bounds.
+  Every request it makes is counted in :attr:`Storage.requests`, so tests and benchmarks can
+  hold the catalog to its cost bounds. Every key passes one containment rule
+  (:meth:`Storage.path`).
 
-Public S3 buckets are read anonymously unless credentials are given, so ambient AWS credentials
-(environment, ``~/.aws``) are never picked up by accident.
+>>> import tempfile, os
+>>> fn = os.path.join(tempfile.mkdtemp(), "x.txt"); _ = open(fn, "w").write("hello")
+>>> with open_url(fn) as f:
+...     f.read()
+b'hello'
+>>> fs, path = filesystem("s3://cellpainting-gallery/cpg0016-jump", {"key": "AKIA...", "secret": "x"})
+>>> path, fs.anon
+('cellpainting-gallery/cpg0016-jump', False)
 """
 
 from __future__ import annotations
@@ -24,8 +39,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -34,24 +47,38 @@ from dataclasses import dataclass
 from typing import Any
 
 import fsspec
-from fsspec.core import split_protocol
+from fsspec.core import split_protocol, url_to_fs
 
-from .errors import GalleryPathError, StorageError
+from .diskcache import DiskCache
+from .errors import GalleryPathError, ParameterError, StorageError
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_ROOT",
+    "GALLERY_BUCKET",
+    "SECRET_KEYS",
     "Entry",
+    "SecretFilter",
     "Storage",
+    "effective_options",
+    "filesystem",
     "get_storage",
+    "guard_secrets",
     "is_transport_failure",
+    "open_url",
+    "protocol_of",
     "redact",
+    "scrub",
+    "secret_values",
     "transport_error",
     "transport_errors",
 ]
 
-DEFAULT_ROOT = "s3://cellpainting-gallery"
+#: The public bucket of the Cell Painting Gallery.
+GALLERY_BUCKET = "cellpainting-gallery"
+#: The gallery root every catalog, source and command opens by default.
+DEFAULT_ROOT = f"s3://{GALLERY_BUCKET}"
 _CACHE_FORMAT = 1
 
 #: storage_options keys whose values are secrets (never logged, shown or frozen).
@@ -71,6 +98,11 @@ SECRET_KEYS = frozenset(
 )
 #: storage_options keys that mean "the caller brings credentials".
 _CREDENTIAL_KEYS = frozenset({"key", "secret", "token", "profile", "session", "anon"})
+#: Shorter secret values are not scrubbed from text (they would mangle every message).
+_MIN_SECRET_LENGTH = 3
+_S3 = ("s3", "s3a")
+#: Protocols that take no storage options: local files, and public web pages.
+_NO_OPTIONS = ("file", "local", "http", "https")
 
 
 def redact(options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -90,27 +122,52 @@ def redact(options: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-class _SecretFilter(logging.Filter):
-    """Replaces known secret values by ``***`` in records of the client libraries' loggers.
+def secret_values(options: Mapping[str, Any] | None) -> set[str]:
+    """The secret values in ``options`` (recursively), as :func:`scrub` removes them from text.
+
+    >>> sorted(secret_values({"key": "AKIAEXAMPLE", "anon": False, "client_kwargs": {"token": "t0k"}}))
+    ['AKIAEXAMPLE', 't0k']
+    """
+    out: set[str] = set()
+    for k, v in (options or {}).items():
+        if isinstance(v, Mapping):
+            out |= secret_values(v)
+        elif k.lower() in SECRET_KEYS and isinstance(v, str) and len(v) >= _MIN_SECRET_LENGTH:
+            out.add(v)
+    return out
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret value replaced by ``***`` (longest first).
+
+    >>> scrub("GET ?X-Amz-Security-Token=abcdef&k=abc", ["abc", "abcdef"])
+    'GET ?X-Amz-Security-Token=***&k=***'
+    """
+    for s in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(s, "***")
+    return text
+
+
+class SecretFilter(logging.Filter):
+    """A logging filter that replaces known secret values by ``***`` in every record it sees.
 
     botocore logs every request's headers at DEBUG, including ``X-Amz-Security-Token``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets: set[str] = set()
+        self.secrets: set[str] = set(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
             msg = record.getMessage()
-            if any(s in msg for s in self.secrets):
-                for s in self.secrets:
-                    msg = msg.replace(s, "***")
-                record.msg, record.args = msg, None
+            clean = scrub(msg, self.secrets)
+            if clean != msg:
+                record.msg, record.args = clean, None
         return True
 
 
-_SECRET_FILTER = _SecretFilter()
+_SECRET_FILTER = SecretFilter()
 #: Loggers of the libraries below fsspec that may print request headers or arguments.
 _CLIENT_LOGGERS = (
     "botocore.endpoint",
@@ -124,19 +181,9 @@ _CLIENT_LOGGERS = (
 )
 
 
-def _secret_values(options: Mapping[str, Any]) -> set[str]:
-    out: set[str] = set()
-    for k, v in options.items():
-        if isinstance(v, Mapping):
-            out |= _secret_values(v)
-        elif k.lower() in SECRET_KEYS and isinstance(v, str) and len(v) >= 4:
-            out.add(v)
-    return out
-
-
 def guard_secrets(options: Mapping[str, Any] | None) -> None:
     """Keep the secret values of ``options`` out of the client libraries' log records."""
-    values = _secret_values(options or {}) - _SECRET_FILTER.secrets
+    values = secret_values(options) - _SECRET_FILTER.secrets
     if not values:
         return
     _SECRET_FILTER.secrets |= values
@@ -146,21 +193,77 @@ def guard_secrets(options: Mapping[str, Any] | None) -> None:
             lg.addFilter(_SECRET_FILTER)
 
 
+def protocol_of(url: str) -> str:
+    """The fsspec protocol of ``url`` (``"file"`` for a plain path).
+
+    >>> protocol_of("s3://cellpainting-gallery/x"), protocol_of("/data/mirror")
+    ('s3', 'file')
+    """
+    return split_protocol(url)[0] or "file"
+
+
 def effective_options(protocol: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Storage options as used: S3 without explicit credentials is anonymous.
+    """The storage options a filesystem of ``protocol`` gets: the package's one rule.
+
+    S3 without explicit credentials is anonymous; local files and HTTP(S) get none (the
+    options are the gallery store's: an endpoint, S3 credentials); other protocols get them
+    as given. Secret values are guarded from the client libraries' logs either way.
 
     >>> effective_options("s3", None)
     {'anon': True}
     >>> effective_options("s3", {"anon": False})
     {'anon': False}
-    >>> effective_options("file", None)
+    >>> effective_options("https", {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}})
+    {}
+    >>> effective_options("file", {"anon": True})
     {}
     """
     opts = dict(storage_options or {})
     guard_secrets(opts)
-    if protocol in ("s3", "s3a") and not (_CREDENTIAL_KEYS & set(opts)):
+    if protocol in _NO_OPTIONS:
+        return {}
+    if protocol in _S3 and not (_CREDENTIAL_KEYS & set(opts)):
         opts["anon"] = True
     return opts
+
+
+def filesystem(
+    url: str, storage_options: Mapping[str, Any] | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem for ``url`` and the path of ``url`` on it.
+
+    Options follow :func:`effective_options`. fsspec reuses one filesystem instance per
+    protocol and options, so calling this for every file costs nothing after the first.
+
+    >>> fs, path = filesystem("s3://cellpainting-gallery/cpg0016-jump/index.html")
+    >>> path, fs.anon
+    ('cellpainting-gallery/cpg0016-jump/index.html', True)
+    >>> filesystem("nosuchproto://b/k")
+    Traceback (most recent call last):
+    ...
+    intake_cpg.errors.ParameterError: cannot open 'nosuchproto://b/k': Protocol not known: nosuchproto. Expected a local path or a URL of an fsspec protocol (s3://, https://, file://, ...)
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ParameterError(f"expected a non-empty path or URL, got {url!r}")
+    try:
+        return url_to_fs(url, **effective_options(protocol_of(url), storage_options))
+    except ValueError as exc:  # fsspec: "Protocol not known"
+        raise ParameterError(
+            f"cannot open {url!r}: {exc}. Expected a local path or a URL of an fsspec protocol "
+            "(s3://, https://, file://, ...)"
+        ) from exc
+
+
+def open_url(
+    url: str, storage_options: Mapping[str, Any] | None = None, mode: str = "rb", **kwargs: Any
+) -> Any:
+    """Open ``url`` (a file-like object, to be used as a context manager).
+
+    ``kwargs`` go to the filesystem's ``open`` (``compression=``, ``cache_type=``,
+    ``block_size=``, ...); options follow :func:`effective_options`.
+    """
+    fs, path = filesystem(url, storage_options)
+    return fs.open(path, mode, **kwargs)
 
 
 @functools.cache
@@ -238,6 +341,10 @@ class Entry:
         if not (isinstance(name, str) and isinstance(key, str) and isinstance(is_dir, bool)):
             raise ValueError("bad cache row")
         return cls(name, key, is_dir, size, etag)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _clean_etag(value: Any) -> str | None:
@@ -378,74 +485,57 @@ class Storage:
 
     # -- listing --------------------------------------------------------------------------
     def _cache_root(self) -> str | None:
-        """This root's folder of the on-disk listing cache (one per root and endpoint)."""
+        """This root's folder of the on-disk listing cache: one per root, endpoint and identity.
+
+        Listings made with other credentials (another account, or anonymous) may see other
+        objects, so they are kept apart; the folder name is a hash, no secret is written.
+        """
         if self.cache_dir is None:
             return None
+        opts = self.storage_options
         ident = json.dumps(
             [
                 self.root,
-                self.storage_options.get("client_kwargs", {}).get("endpoint_url"),
-                self.storage_options.get("endpoint_url"),
+                opts.get("client_kwargs", {}).get("endpoint_url"),
+                opts.get("endpoint_url"),
+                [opts.get(k) for k in sorted(_CREDENTIAL_KEYS)],
             ],
             sort_keys=True,
             default=str,
         )
-        return os.path.join(
-            self.cache_dir, "listings", hashlib.sha256(ident.encode()).hexdigest()[:32]
-        )
+        return os.path.join(self.cache_dir, "listings", _digest(ident)[:32])
 
-    def _cache_file(self, prefix: str) -> str | None:
+    def _disk(self) -> DiskCache | None:
         folder = self._cache_root()
         if folder is None:
             return None
-        return os.path.join(folder, hashlib.sha256(prefix.encode()).hexdigest() + ".json")
+        return DiskCache(folder, what="listing cache", then="listing again", suffix=".json")
+
+    def _disk_key(self, prefix: str) -> list[Any]:
+        return ["listing", _CACHE_FORMAT, self.root, prefix]
+
+    def _cache_file(self, prefix: str) -> str | None:
+        disk = self._disk()
+        return None if disk is None else disk.path(self._disk_key(prefix))
 
     def _read_disk(self, prefix: str) -> tuple[float, tuple[Entry, ...]] | None:
-        fn = self._cache_file(prefix)
-        if fn is None or not os.path.exists(fn):
+        disk = self._disk()
+        if disk is None:
+            return None
+        doc = disk.get_json(self._disk_key(prefix))
+        if doc is None:
             return None
         try:
-            with open(fn, encoding="utf-8") as f:
-                doc = json.load(f)
-            if not isinstance(doc, dict):
-                raise ValueError("not a listing cache document")
-            if (
-                doc.get("format") != _CACHE_FORMAT
-                or doc.get("root") != self.root
-                or doc.get("prefix") != prefix
-            ):
-                raise ValueError("cache file is for another listing")
-            body = json.dumps(doc["entries"], sort_keys=True)
-            if hashlib.sha256(body.encode()).hexdigest() != doc.get("sha256"):
-                raise ValueError("checksum mismatch")
-            entries = tuple(Entry.from_json(r) for r in doc["entries"])
-            return float(doc["time"]), entries
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring unreadable listing cache %s (%s); listing again", fn, exc)
+            return float(doc["time"]), tuple(Entry.from_json(r) for r in doc["entries"])
+        except (ValueError, KeyError, TypeError) as exc:
+            disk.reject(self._disk_key(prefix), exc)
             return None
 
     def _write_disk(self, prefix: str, stamp: float, entries: tuple[Entry, ...]) -> None:
-        fn = self._cache_file(prefix)
-        if fn is None:
-            return
-        rows = [e.to_json() for e in entries]
-        body = json.dumps(rows, sort_keys=True)
-        doc = {
-            "format": _CACHE_FORMAT,
-            "root": self.root,
-            "prefix": prefix,
-            "time": stamp,
-            "sha256": hashlib.sha256(body.encode()).hexdigest(),
-            "entries": rows,
-        }
-        try:
-            os.makedirs(os.path.dirname(fn), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(fn), prefix=".tmp-", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(doc, f)
-            os.replace(tmp, fn)  # atomic: readers see the old or the new file, never half
-        except OSError as exc:  # a cache that cannot be written is not an error
-            log.warning("could not write listing cache %s: %s", fn, exc)
+        disk = self._disk()
+        if disk is not None:
+            rows = [e.to_json() for e in entries]
+            disk.put_json(self._disk_key(prefix), {"time": stamp, "entries": rows})
 
     def _cached(self, prefix: str) -> tuple[Entry, ...] | None:
         now = time.time()
@@ -576,9 +666,9 @@ class Storage:
         """
         with self._lock:
             self._memory.clear()
-        folder = self._cache_root()
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+        disk = self._disk()
+        if disk is not None:
+            disk.clear()
         if self._fs is not None and hasattr(self._fs, "invalidate_cache"):
             self._fs.invalidate_cache()
 
