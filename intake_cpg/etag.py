@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .errors import EtagMismatchError, StorageError
+from .errors import EtagMismatchError, ParameterError, StorageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -35,6 +35,7 @@ __all__ = [
     "check_object",
     "compute_etag",
     "verify_manifest",
+    "verify_files",
     "verify_object",
     "etag_part_count",
     "etag_part_size",
@@ -58,7 +59,10 @@ class EtagHasher:
 
     def __init__(self, part_size: int | None = None) -> None:
         if part_size is not None and part_size <= 0:
-            raise ValueError(f"part_size must be a positive number of bytes, got {part_size!r}")
+            raise ParameterError(
+                f"part_size={part_size!r} is not valid: expected a positive number of bytes "
+                "(e.g. 8388608 for 8 MiB), or None for a single-part ETag"
+            )
         self.part_size = part_size
         self._whole = hashlib.md5(usedforsecurity=False)
         self._part = hashlib.md5(usedforsecurity=False)
@@ -147,8 +151,9 @@ def etag_part_count(etag: str) -> int:
     if not sep:
         return 1
     if not tail.isdigit() or int(tail) < 1 or len(head) != 32:
-        raise ValueError(
-            f"not an S3 ETag: {etag!r} (expected 32 hex digits, optionally '-<parts>')"
+        raise ParameterError(
+            f"not an S3 ETag: {etag!r} (expected 32 hex digits, optionally '-<parts>', e.g. "
+            "'5d41402abc4b2a76b9719d911017c592-3'); check the manifest's etag value"
         )
     return int(tail)
 
@@ -180,13 +185,12 @@ def etag_part_size(etag: str, size: int) -> list[int]:
 
 
 # -- verification -------------------------------------------------------------------------
-#: Result statuses of :func:`check_object` / :func:`verify_manifest`.
-STATUSES = ("ok", "mismatch", "missing", "no-etag", "error")
-
-
 @dataclass(frozen=True, slots=True)
 class ObjectCheck:
-    """Outcome of checking one object against its expected ETag."""
+    """Outcome of checking one object against its expected ETag.
+
+    ``status`` is one of ``ok``, ``mismatch``, ``missing``, ``no-etag``, ``error``.
+    """
 
     url: str
     expected: str | None
@@ -320,8 +324,48 @@ def verify_object(
     if check.status in ("missing", "error"):
         raise StorageError(f"{label}cannot verify {check.url}: {check.message}")
     if check.status == "no-etag":
-        raise ValueError(f"{label}no expected ETag given for {check.url}")
+        raise ParameterError(
+            f"{label}no expected ETag given for {check.url}: pass the ETag the manifest "
+            "records, or use verify_files, which warns and loads unverified"
+        )
     return check.found or ""
+
+
+def verify_files(
+    storage_or_url: Storage | str,
+    keys: Sequence[str],
+    expected_etag: str | None,
+    *,
+    subset: str | None = None,
+    deep: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> str | None:
+    """The one verify policy of entries that load with ``verify=True``.
+
+    Exactly one file with an expected ETag: :func:`verify_object` (its ETag is returned; a
+    mismatch raises :class:`~intake_cpg.errors.EtagMismatchError`). No expected ETag, or not
+    exactly one file (one ETag cannot vouch for several): a warning names what is not
+    verified, and ``None`` is returned, so the entry loads unverified.
+
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp(); _ = open(os.path.join(d, "x.bin"), "wb").write(b"hello")
+    >>> verify_files(d, ["x.bin"], "5d41402abc4b2a76b9719d911017c592", deep=True)
+    '5d41402abc4b2a76b9719d911017c592'
+    >>> verify_files(d, ["x.bin"], None, subset="demo") is None  # logs a warning
+    True
+    """
+    storage = _storage_for(storage_or_url, storage_options)
+    label = f"subset {subset!r}" if subset else "verify=True"
+    shown = ", ".join(storage.url(k) for k in keys[:3]) + (", ..." if len(keys) > 3 else "")
+    if not expected_etag:
+        log.warning("%s: no ETag recorded; %s not verified", label, shown or "nothing")
+        return None
+    if len(keys) != 1:
+        log.warning(
+            "%s: one ETag cannot verify %d files; %s loaded unverified", label, len(keys), shown
+        )
+        return None
+    return verify_object(storage, keys[0], expected_etag, deep, subset=subset)
 
 
 def verify_manifest(

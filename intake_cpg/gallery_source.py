@@ -201,10 +201,10 @@ class GallerySource(DataSource):
             from .sources import ProfilesSource
 
             keys = self.file_keys()
-            if self.verify and self.etag and len(keys) == 1:
-                from .etag import verify_object
+            if self.verify:
+                from .etag import verify_files
 
-                verify_object(self.storage, keys[0], self.etag, subset=self.params.get("subset"))
+                verify_files(self.storage, keys, self.etag, subset=self.params.get("subset"))
             self._inner = ProfilesSource(
                 [self.storage.url(k) for k in keys],
                 storage_options=self.storage.storage_options,

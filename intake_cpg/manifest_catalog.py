@@ -32,9 +32,10 @@ from intake.catalog.local import UserParameter
 
 from .entries import CPGEntry, silence_shell_warning
 from .errors import ParameterError, not_found
-from .etag import verify_object
+from .etag import verify_files
 from .manifest import ManifestRecord, read_manifest
 from .sources import ProfilesSource
+from .storage import effective_options, protocol_of
 
 __all__ = ["ManifestCatalog", "ManifestProfilesSource"]
 
@@ -51,15 +52,6 @@ def _as_bool(value: Any, name: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", ""):
         return value.strip().lower() in ("true", "1")
     raise ParameterError(f"{name} must be True or False, got {value!r}")
-
-
-def _data_options(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    from fsspec.core import split_protocol
-
-    from .storage import effective_options
-
-    protocol = split_protocol(url)[0] or "file"
-    return effective_options(protocol, storage_options) if protocol != "file" else {}
 
 
 class ManifestProfilesSource(ProfilesSource):
@@ -104,7 +96,7 @@ class ManifestProfilesSource(ProfilesSource):
         self._etag_checked = False
         super().__init__(
             urlpath,
-            storage_options=_data_options(urlpath, storage_options),
+            storage_options=effective_options(protocol_of(urlpath), storage_options),
             metadata=meta,
             **kwargs,
         )
@@ -117,20 +109,15 @@ class ManifestProfilesSource(ProfilesSource):
         Returns the ETag found; raises :class:`~intake_cpg.errors.EtagMismatchError` on a
         mismatch. Without a recorded ETag nothing is checked and None is returned.
         """
-        if self._etag is None:
-            log.warning(
-                "subset %r records no ETag; %s not verified", self._subset, self._record_url
-            )
-            return None
         parent, _, key = self._record_url.rstrip("/").rpartition("/")
-        found = verify_object(
+        found = verify_files(
             parent or "/",
-            key,
+            [key],
             self._etag,
             subset=self._subset,
             storage_options=self._record_options,
         )
-        self._etag_checked = True
+        self._etag_checked = found is not None
         return found
 
     def _load_metadata(self) -> None:
