@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
-from .errors import GalleryPathError, ParameterError
+from ..errors import GalleryPathError, ParameterError
 
 __all__ = [
     "FIELDS",
@@ -1021,7 +1021,7 @@ def format_key(product: str, *, allow_glob: bool = False, **fields: str | None) 
     """
     spec = PRODUCT_SPECS.get(product)
     if spec is None:
-        from .errors import close_matches
+        from ..errors import close_matches
 
         hint = close_matches(product, PRODUCT_SPECS)
         did = f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else ""
