@@ -1,60 +1,13 @@
-"""The Cell Painting Gallery's folder convention, written down once as data.
+"""The template compiler and matcher: :func:`parse_key` and :func:`format_key`.
 
-Every kind of file in the gallery is a *product*. :data:`PRODUCT_TABLE` lists them, each with
-one or more *layouts*: path templates relative to ``<project>/<source>/``. The parser
-(:func:`parse_key`) and the formatter (:func:`format_key`) are both derived from that table,
-so adding a product kind means adding a row.
+Both are derived from :data:`~intake_cpg.layout.table.PRODUCT_TABLE`: every layout template is
+compiled once, at import, into a :class:`Layout` (literal folders, bound fields, composite
+segments, the file name), and the layouts are indexed by their literal folders so that parsing
+a key costs two dict lookups and one match.
 
-Template syntax (one template per layout, ``/`` separates folder segments):
-
-* ``workspace`` - a literal folder name;
-* ``{batch}`` - a whole segment bound to a :class:`GalleryPath` field; a field used twice
-  (``{plate}/{plate}.parquet``) must hold the same value both times;
-* ``{plate}[-{well}[-{site}]]`` - a segment made of fields and literal text, ``[...]`` optional;
-  a segment may start with a field bound earlier (the plate folder), which is matched as a
-  prefix, so plate names containing ``-`` or ``_`` split correctly;
-* ``**`` - any number (zero or more) of extra folders, allowed just before the file name;
-* the last segment is the file name: ``{filename}`` (any name), or a stem template followed by
-  ``.{extension}``; the extension keeps compression suffixes (``csv.gz``).
-
-Fields and their meaning in every product:
-
-=========  ===================================================================================
-project    top-level folder (``cpg0016-jump``)
-source     the institution folder below it (``source_4``, ``broad``, ``source_all``)
-batch      batch folder (``2021_04_26_Batch1``)
-plate      plate folder; for raw ``images`` the full plate folder as it came off the microscope
-well       well (``A01``), from ``<plate>-<well>[-<site>]`` folders and embeddings folders
-site       site number (``1``)
-subset     assembled-profile subset (``ORF``, ``compound``), the quality-control kind
-           (``heatmap``) or the segmentation part (``model``, ``training``)
-version    assembled-profile version (``v1.0a``); ``orig`` for ``load_data_csv_orig``
-variant    which file inside its folder: what follows ``<plate>_`` (``normalized``,
-           ``IllumDNA``) or ``load_data_`` (``with_illum``), else the file stem (``Cells``,
-           ``profiles_var_mad_int_featselect_harmony``); None for a bare ``<plate>.<ext>``
-model      deep-learning model or segmentation software folder
-filename   the last segment (file name with extension)
-extension  the file extension including compression suffixes (``csv.gz``), or None
-=========  ===================================================================================
-
-Legacy assembled-profile locations found in the real manifests parse as ``profiles_assembled``:
-
-* ``workspace/profiles/<recipe-run>/<subset>/<pipeline>/<variant>.parquet`` (cpg0016 index
-  v0.9/v0.10): ``version`` is the recipe-run folder (``jump-profiling-recipe_2024_a917fa7``), the
-  pipeline folder is kept only in :attr:`GalleryPath.key`;
-* ``workspace/profiles/<subset>/<version>/<variant>.parquet`` (cpg0042): recognised only when the
-  version folder looks like a version (``v1.0``) and the file is not a per-plate file (a per-plate
-  file's stem starts with its plate folder).
-
-:func:`format_key` only writes the current layouts, never the legacy ones.
-
->>> p = parse_key("s3://cellpainting-gallery/cpg0016-jump/source_13/workspace/analysis/"
-...               "20220914_Run1/CP-CC9-R1-04/analysis/CP-CC9-R1-04-B02-3/Nuclei.csv.gz")
->>> p.product, p.batch, p.plate, p.well, p.site, p.variant, p.extension
-('analysis', '20220914_Run1', 'CP-CC9-R1-04', 'B02', '3', 'Nuclei', 'csv.gz')
->>> format_key("profiles", project="cpg0016-jump", source="source_4", batch="2021_04_26_Batch1",
-...            plate="BR00117037", extension="parquet")
-'cpg0016-jump/source_4/workspace/profiles/2021_04_26_Batch1/BR00117037/BR00117037.parquet'
+>>> parse_key("cpg0016-jump/source_4/workspace/profiles/2021_04_26_Batch1/BR00117037/"
+...           "BR00117037.parquet").plate
+'BR00117037'
 """
 
 from __future__ import annotations
@@ -64,188 +17,14 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote
 
 from ..errors import GalleryPathError, ParameterError
+from .names import has_glob, split_ext, split_url, validate_name
+from .table import FIELD_PATTERNS, FIELDS, PRODUCT_TABLE
 
-__all__ = [
-    "FIELDS",
-    "PRODUCTS",
-    "PRODUCT_SPECS",
-    "PRODUCT_TABLE",
-    "GalleryPath",
-    "Layout",
-    "ProductSpec",
-    "format_key",
-    "https_url",
-    "parse_key",
-    "s3_url",
-    "split_ext",
-    "split_url",
-    "validate_name",
-    "version_key",
-]
+__all__ = ["PRODUCT_SPECS", "GalleryPath", "Layout", "ProductSpec", "format_key", "parse_key"]
 
-#: Compression suffixes kept as part of the extension (``csv.gz``).
-COMPRESSION_SUFFIXES = frozenset({"gz", "bz2", "xz", "zst"})
-
-#: Value patterns for fields that have a fixed shape (used when parsing and formatting).
-FIELD_PATTERNS: Mapping[str, str] = types.MappingProxyType(
-    {"well": r"[A-Za-z]+[0-9]+", "site": r"[0-9]+"}
-)
-_VERSION_PATTERN = r"[vV][0-9]+(?:\.[0-9]+)*[A-Za-z]?"
 _FIELD_RES = {name: re.compile(pat) for name, pat in FIELD_PATTERNS.items()}
-
-
-# --------------------------------------------------------------------------------------------
-# The table
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Row:
-    name: str
-    tier: int
-    description: str
-    layouts: tuple[tuple[str, dict[str, Any]], ...]
-
-
-def _row(name: str, tier: int, description: str, *layouts: str | tuple[str, dict]) -> _Row:
-    norm = tuple((lay, {}) if isinstance(lay, str) else lay for lay in layouts)
-    return _Row(name, tier, description, norm)
-
-
-#: The gallery's folder convention: one row per product, the first layout of a row is its
-#: canonical one (used for ``template``, ``base`` and ``levels``). Layout options:
-#: ``fixed`` (fields a literal folder implies), ``legacy`` (parse only), ``patterns`` (extra
-#: value patterns for this layout only).
-PRODUCT_TABLE: tuple[_Row, ...] = (
-    _row(
-        "images",
-        1,
-        "raw microscope images, below the full plate folder in an imager-specific structure",
-        "images/{batch}/images/{plate}/**/{filename}",
-    ),
-    _row(
-        "illum",
-        1,
-        "illumination correction functions, one .npy per channel (variant: IllumDNA, ...)",
-        "images/{batch}/illum/{plate}/{plate}_{variant}.{extension}",
-    ),
-    _row(
-        "analysis",
-        1,
-        "CellProfiler measurements per site, well or plate (variant: Cells, Nuclei, Image, ...)",
-        "workspace/analysis/{batch}/{plate}/analysis/{plate}[-{well}[-{site}]]/**/{variant}.{extension}",
-    ),
-    _row(
-        "backend",
-        1,
-        "single-cell SQLite and well-aggregated CSV per plate",
-        "workspace/backend/{batch}/{plate}/{plate}[_{variant}].{extension}",
-    ),
-    _row(
-        "load_data",
-        1,
-        "CellProfiler LoadData tables per plate (version 'orig': the pre-2025 load_data_csv_orig)",
-        "workspace/load_data_csv/{batch}/{plate}/load_data[_{variant}].{extension}",
-        (
-            "workspace/load_data_csv_orig/{batch}/{plate}/load_data[_{variant}].{extension}",
-            {"fixed": {"version": "orig"}},
-        ),
-    ),
-    _row(
-        "barcode_platemap",
-        1,
-        "plate barcode to platemap name, per batch",
-        "workspace/metadata/platemaps/{batch}/barcode_platemap.{extension}",
-    ),
-    _row(
-        "platemap",
-        1,
-        "well-level perturbation layout of one platemap (variant: the platemap name)",
-        "workspace/metadata/platemaps/{batch}/platemap/{variant}.{extension}",
-    ),
-    _row(
-        "external_metadata",
-        1,
-        "perturbation annotations shared by the project (variant: the file stem)",
-        "workspace/metadata/external_metadata/**/{variant}.{extension}",
-    ),
-    _row(
-        "profiles",
-        1,
-        "well-level profiles per plate, one file per processing stage (variant)",
-        "workspace/profiles/{batch}/{plate}/{plate}[_{variant}].{extension}",
-    ),
-    _row(
-        "profiles_assembled",
-        2,
-        "profiles assembled across plates: subset, version and processing pipeline (variant)",
-        "workspace/profiles_assembled/{subset}/{version}/{variant}.{extension}",
-        (
-            "workspace/profiles/{version}/{subset}/{_pipeline}/{variant}.{extension}",
-            {"legacy": True},
-        ),
-        (
-            "workspace/profiles/{subset}/{version}/{variant}.{extension}",
-            {"legacy": True, "patterns": {"version": _VERSION_PATTERN}},
-        ),
-    ),
-    _row(
-        "dl_profiles",
-        2,
-        "well-level deep-learning profiles per plate and model",
-        "workspace_dl/profiles/{model}/{batch}/{plate}/{plate}[_{variant}].{extension}",
-    ),
-    _row(
-        "embeddings",
-        2,
-        "single-cell deep-learning embeddings per site and model",
-        "workspace_dl/embeddings/{model}/{batch}/{plate}/{well}-{site}/embedding.{extension}",
-        "workspace_dl/embeddings/{model}/{batch}/{plate}/{plate}/{well}/embedding.{extension}",
-        "workspace_dl/embeddings/{model}/{batch}/{plate}/{well}/{site}/embedding.{extension}",
-    ),
-    _row(
-        "quality_control",
-        1,
-        "quality-control figures per plate (subset: the kind, e.g. heatmap)",
-        "workspace/quality_control/{subset}/{batch}/{plate}/{plate}[_{variant}].{extension}",
-    ),
-    _row(
-        "pipelines",
-        1,
-        "CellProfiler .cppipe/.cpproj files used for a batch",
-        "workspace/pipelines/{batch}/**/{filename}",
-        "workspace/pipelines/{filename}",
-    ),
-    _row(
-        "segmentation",
-        2,
-        "segmentations made outside the analysis pipeline (model: <software>_<hash>)",
-        "workspace/segmentation/{model}/objects/{batch}/{plate}/**/{filename}",
-        "workspace/segmentation/{model}/{subset}/**/{filename}",
-    ),
-)
-
-#: Every product name :func:`parse_key` can return.
-PRODUCTS: tuple[str, ...] = (*(row.name for row in PRODUCT_TABLE), "other")
-
-#: The fields of a :class:`GalleryPath` that formatting accepts (besides ``product``).
-FIELDS: tuple[str, ...] = (
-    "project",
-    "source",
-    "batch",
-    "plate",
-    "well",
-    "site",
-    "subset",
-    "version",
-    "variant",
-    "model",
-    "filename",
-    "extension",
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -674,175 +453,6 @@ _DISPATCH = _build_dispatch()
 
 
 # --------------------------------------------------------------------------------------------
-# URLs and names
-# --------------------------------------------------------------------------------------------
-
-_HTTPS_HOST = re.compile(r"(?P<bucket>[^/]+?)\.s3(?:[.-](?P<region>[a-z0-9-]+))?\.amazonaws\.com$")
-
-
-def split_url(url: str) -> tuple[str | None, str]:
-    """Split a gallery URL into ``(bucket, key)``; a bare key gives ``(None, key)``.
-
-    Accepts ``s3://bucket/key``, ``https://bucket.s3.amazonaws.com/key`` (also with a region,
-    and the path style ``https://s3.amazonaws.com/bucket/key``) and bucket-relative keys.
-    HTTPS paths are percent-decoded.
-
-    >>> split_url("https://cellpainting-gallery.s3.amazonaws.com/cpg0016-jump/x.parquet")
-    ('cellpainting-gallery', 'cpg0016-jump/x.parquet')
-    >>> split_url("s3://cellpainting-gallery/cpg0016-jump/x.parquet")
-    ('cellpainting-gallery', 'cpg0016-jump/x.parquet')
-    >>> split_url("cpg0016-jump/x.parquet")
-    (None, 'cpg0016-jump/x.parquet')
-    """
-    if not isinstance(url, str):
-        raise GalleryPathError(f"expected a key or URL string, got {type(url).__name__} {url!r}")
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return None, url.lstrip("/")
-    scheme = scheme.lower()
-    host, _, path = rest.partition("/")
-    if scheme in ("s3", "s3a"):
-        if not host:
-            raise GalleryPathError(f"URL {url!r} names no bucket; expected s3://<bucket>/<key>")
-        return host, path
-    if scheme in ("https", "http"):
-        host = host.lower()
-        path = unquote(path.partition("?")[0].partition("#")[0])
-        m = _HTTPS_HOST.fullmatch(host)
-        if m and m.group("bucket") != "s3":
-            return m.group("bucket"), path
-        if host == "s3.amazonaws.com" or re.fullmatch(r"s3[.-][a-z0-9-]+\.amazonaws\.com", host):
-            bucket, _, key = path.partition("/")
-            return bucket, key
-        raise GalleryPathError(
-            f"URL {url!r} is not an S3 bucket URL; expected https://<bucket>.s3.amazonaws.com/<key>"
-        )
-    raise GalleryPathError(
-        f"URL {url!r} has scheme {scheme!r}; expected s3://, https:// or a bucket-relative key"
-    )
-
-
-_URL_SAFE = "/-_.~!$&'()*+,;=:@"
-
-
-def https_url(bucket: str, key: str) -> str:
-    """The public HTTPS URL of ``key`` in ``bucket`` (the form manifests use).
-
-    >>> https_url("cellpainting-gallery", "cpg0016-jump/source_4/a b.csv")
-    'https://cellpainting-gallery.s3.amazonaws.com/cpg0016-jump/source_4/a%20b.csv'
-    """
-    return f"https://{bucket}.s3.amazonaws.com/{quote(key, safe=_URL_SAFE)}"
-
-
-def s3_url(bucket: str, key: str) -> str:
-    """The ``s3://`` URL of ``key`` in ``bucket``.
-
-    >>> s3_url("cellpainting-gallery", "cpg0016-jump/index.html")
-    's3://cellpainting-gallery/cpg0016-jump/index.html'
-    """
-    return f"s3://{bucket}/{key}"
-
-
-def split_ext(filename: str) -> tuple[str, str | None]:
-    """Split a file name into ``(stem, extension)``, keeping compression suffixes.
-
-    >>> split_ext("BR00117037_normalized.csv.gz")
-    ('BR00117037_normalized', 'csv.gz')
-    >>> split_ext("OAA01.02.03.04.A.txt")
-    ('OAA01.02.03.04.A', 'txt')
-    >>> split_ext(".zgroup")
-    ('.zgroup', None)
-    """
-    dot = filename.rfind(".")
-    if dot <= 0:
-        return filename, None
-    ext = filename[dot + 1 :]
-    if ext in COMPRESSION_SUFFIXES:
-        dot2 = filename.rfind(".", 0, dot)
-        if dot2 > 0:
-            return filename[:dot2], filename[dot2 + 1 :]
-    return filename[:dot], ext
-
-
-#: Longest folder or file name accepted (the limit of common filesystems; S3 keys are 1,024).
-MAX_NAME_BYTES = 255
-_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_GLOB = re.compile(r"[*?\[\]]")
-
-
-def validate_name(value: str, field: str, *, allow_glob: bool = False) -> str:
-    """Check that ``value`` is a single, harmless folder or file name and return it.
-
-    Rejects what could leave the gallery root or be read as a template or URL: empty
-    names, ``/`` and ``\\``, ``..``, percent-encoding (``%2e``, ``%2f``), control characters,
-    ``{{``/``}}``/``{%``/``%}`` template syntax, a leading ``!`` or ``~``, ``://``; glob
-    characters ``* ? [ ]`` only with ``allow_glob=True``.
-
-    >>> validate_name("BR00117037", "plate")
-    'BR00117037'
-    >>> validate_name("../x", "plate")
-    Traceback (most recent call last):
-    ...
-    intake_cpg.errors.ParameterError: invalid plate '../x': contains '/'; expected a single folder or file name such as 'BR00117037' or '2021_04_26_Batch1'
-    """
-    if not isinstance(value, str):
-        reason = f"is a {type(value).__name__}, not a string"
-        raise ParameterError(f"invalid {field} {value!r}: {reason}")
-    reason = None
-    if not value or not value.strip():
-        reason = "is empty"
-    elif len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        reason = f"is longer than {MAX_NAME_BYTES} bytes (no folder or file name is)"
-    elif "/" in value or "\\" in value:
-        reason = "contains '/'" if "/" in value else "contains '\\'"
-    elif ".." in value or value == ".":
-        reason = "contains '..'" if ".." in value else "is '.'"
-    elif _PERCENT.search(value):
-        reason = "contains URL percent-encoding"
-    elif _CONTROL.search(value):
-        reason = "contains a control character"
-    elif any(t in value for t in ("{{", "}}", "{%", "%}")):
-        reason = "contains template syntax"
-    elif value[0] in "!~":
-        reason = f"starts with {value[0]!r}"
-    elif value != value.strip():
-        reason = "has leading or trailing whitespace"
-    elif not allow_glob and _GLOB.search(value):
-        reason = "contains a glob character (* ? [ ]); pass allow_glob=True to build a pattern"
-    if reason:
-        shown = repr(value) if len(value) <= 80 else repr(value[:60]) + f"... ({len(value)} chars)"
-        raise ParameterError(
-            f"invalid {field} {shown}: {reason}; expected a single folder or file name "
-            "such as 'BR00117037' or '2021_04_26_Batch1'"
-        )
-    return value
-
-
-_VERSION_TOKEN = re.compile(r"[0-9]+|[A-Za-z]+")
-_VERSION_LIKE = re.compile(r"[vV]?[0-9]+(?:[._-]?[0-9A-Za-z]+)*")
-
-
-def version_key(version: str) -> tuple:
-    """A sort key for version folder names: ``v1.0 < v1.0a < v1.0b < v1.1 < v2.0``.
-
-    Names that do not look like versions sort before all versions, alphabetically.
-
-    >>> sorted(["v1.1", "v1.0b", "v2.0", "v1.0", "v1.0a", "v10.0"], key=version_key)
-    ['v1.0', 'v1.0a', 'v1.0b', 'v1.1', 'v2.0', 'v10.0']
-    >>> max(["v1.0", "jump-profiling-recipe_2024_a917fa7"], key=version_key)
-    'v1.0'
-    """
-    if not _VERSION_LIKE.fullmatch(version):
-        return (0, (), version)
-    body = version[1:] if version[:1] in "vV" else version
-    parts = tuple(
-        (0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in _VERSION_TOKEN.findall(body)
-    )
-    return (1, parts, version)
-
-
-# --------------------------------------------------------------------------------------------
 # Parsing
 # --------------------------------------------------------------------------------------------
 
@@ -1042,7 +652,7 @@ def format_key(product: str, *, allow_glob: bool = False, **fields: str | None) 
             value = value.lstrip(".")
         validate_name(value, name, allow_glob=allow_glob)
         rx = _FIELD_RES.get(name)
-        if rx is not None and not (allow_glob and _GLOB.search(value)) and not rx.fullmatch(value):
+        if rx is not None and not (allow_glob and has_glob(value)) and not rx.fullmatch(value):
             raise ParameterError(
                 f"invalid {name} {value!r}: expected a value matching {rx.pattern} "
                 f"(e.g. {'A01' if name == 'well' else '1'})"
@@ -1070,7 +680,7 @@ def format_key(product: str, *, allow_glob: bool = False, **fields: str | None) 
             f"{lay.template!r} (an optional part needs the parts before it)"
         )
     key = "/".join(parts)
-    if not (allow_glob and _GLOB.search(key)):
+    if not (allow_glob and has_glob(key)):
         parsed = parse_key(key)
         got = {n: getattr(parsed, n) for n in values}
         if parsed.product != product or got != values:
