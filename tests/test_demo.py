@@ -298,3 +298,23 @@ def test_gzip_outputs_are_reproducible(demo_local):
     data = Path(demo_local.root, key).read_bytes()
     assert data[4:8] == b"\x00\x00\x00\x00"  # gzip mtime zeroed, so bytes and ETags are stable
     assert pd.read_csv(io.BytesIO(gzip.decompress(data))).shape[0] == 384
+
+
+def test_one_command_line_for_the_demo(tmp_path, capsys):
+    """``intake-cpg demo`` takes the demo module's options and builds the same bytes."""
+    import argparse
+
+    from intake_cpg import cli
+    from intake_cpg.demo import add_arguments
+
+    module = argparse.ArgumentParser()
+    add_arguments(module)
+    options = {o for a in module._actions for o in a.option_strings} - {"-h", "--help"}
+    in_cli = {o for a in cli.command_parsers()["demo"]._actions for o in a.option_strings}
+    assert options and options <= in_cli
+    argv = ["--plates-per-batch", "1", "--seed", "5", "--analysis-sites", "1"]
+    assert cli.main(["demo", str(tmp_path / "a"), *argv, "-q"]) == 0
+    assert "open it with:" in capsys.readouterr().out
+    ref = build_demo(str(tmp_path / "b"), plates_per_batch=1, seed=5, analysis_sites=1)
+    for key in ref.keys:
+        assert (tmp_path / "a" / key).read_bytes() == (tmp_path / "b" / key).read_bytes(), key

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 
 import pytest
 
-from intake_cpg.errors import EtagMismatchError, StorageError
+from intake_cpg.errors import EtagMismatchError, ParameterError, StorageError
 from intake_cpg.etag import (
     EtagHasher,
     MiB,
@@ -16,8 +17,10 @@ from intake_cpg.etag import (
     compute_etag,
     etag_part_count,
     etag_part_size,
+    verify_files,
     verify_object,
 )
+from intake_cpg.layout import parse_key
 from intake_cpg.storage import Storage
 
 
@@ -119,3 +122,63 @@ def test_verify_object_local(tmp_path):
     assert check_object(str(tmp_path), "a/missing.bin", good).status == "missing"
     with pytest.raises(StorageError, match="missing.bin"):
         verify_object(str(tmp_path), "a/missing.bin", good)
+
+
+def test_bad_inputs_are_cpg_errors_naming_the_input(tmp_path):
+    with pytest.raises(ParameterError, match="part_size=-5"):
+        EtagHasher(part_size=-5)
+    with pytest.raises(ParameterError, match="'abc-2'"):
+        etag_part_count("abc-2")
+    with pytest.raises(ParameterError, match="no expected ETag given for .*x.bin"):
+        (tmp_path / "x.bin").write_bytes(b"x")
+        verify_object(str(tmp_path), "x.bin", "")
+
+
+# -- one verify policy ------------------------------------------------------------------------------
+def test_verify_files_checks_one_file_and_warns_otherwise(tmp_path, caplog):
+    (tmp_path / "a.bin").write_bytes(b"hello")
+    (tmp_path / "b.bin").write_bytes(b"world")
+    good = compute_etag(b"hello")
+    assert verify_files(str(tmp_path), ["a.bin"], good, deep=True) == good
+    with pytest.raises(EtagMismatchError, match="'orf'"):
+        verify_files(str(tmp_path), ["a.bin"], "0" * 32, deep=True, subset="orf")
+    caplog.set_level(logging.WARNING, logger="intake_cpg.etag")
+    assert verify_files(str(tmp_path), ["a.bin"], None, subset="orf") is None
+    assert "subset 'orf': no ETag recorded" in caplog.text and "a.bin not verified" in caplog.text
+    caplog.clear()
+    assert verify_files(str(tmp_path), ["a.bin", "b.bin"], good) is None
+    assert "one ETag cannot verify 2 files" in caplog.text and "b.bin" in caplog.text
+
+
+def test_gallery_and_manifest_entries_share_the_policy(demo_local, caplog, tmp_path):
+    from intake_cpg.gallery_source import GallerySource
+    from intake_cpg.manifest_catalog import ManifestProfilesSource
+
+    caplog.set_level(logging.WARNING, logger="intake_cpg.etag")
+    batch = GallerySource(
+        demo_local.root,
+        project="cpg0016-jump",
+        source="source_4",
+        product="profiles",
+        batch="2021_04_26_Batch1",
+        verify=True,
+        etag="0" * 32,
+    )
+    assert len(batch.file_keys()) == 2 and len(batch.read()) == 2 * 384  # loads unverified
+    assert "one ETag cannot verify 2 files" in caplog.text
+    caplog.clear()
+    key = demo_local.plates.key.iloc[0]
+    no_etag = ManifestProfilesSource(f"{demo_local.root}/{key}", verify=True, subset="x")
+    assert len(no_etag.read()) == 384
+    assert "subset 'x': no ETag recorded" in caplog.text
+    caplog.clear()
+    plate = GallerySource(
+        demo_local.root,
+        project="cpg0016-jump",
+        source="source_4",
+        product="profiles",
+        batch="2021_04_26_Batch1",
+        plate=parse_key(key).plate,
+        verify=True,
+    )
+    assert len(plate.read()) == 384 and "no ETag recorded" in caplog.text

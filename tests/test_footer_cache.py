@@ -195,3 +195,69 @@ def test_pickles_as_its_folder_and_options_are_checked(tmp_path):
     assert resolve_footer_cache(False) is None
     with pytest.raises(ParameterError, match="footer_cache"):
         ProfilesSource("s3://b/x.parquet", footer_cache=1.5)
+
+
+# -- the column chunks of a known footer: fetched pinned to the ETag, served as known parts ---------
+def _wide(n_rows: int = 60_000, n_cols: int = 6) -> bytes:
+    rng = np.random.default_rng(0)
+    table = pa.table(
+        {"Metadata_Well": [f"W{i % 384}" for i in range(n_rows)]}
+        | {f"c{i}": rng.random(n_rows) for i in range(n_cols)}
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="none")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def wide_url(make_bucket, s3_admin) -> str:
+    url = f"{make_bucket()}/cpg0016-jump/source_4/workspace/profiles/B/P/P.parquet"
+    s3_admin.pipe(url, _wide())
+    return url
+
+
+def test_known_footer_reads_each_chunk_once_with_if_match(wide_url, moto_server, tmp_path):
+    from faultproxy import FaultProxy
+
+    from intake_cpg.footer_cache import column_ranges
+
+    cols = ["c0", "c2", "c4"]
+    with FaultProxy(moto_server) as proxy:
+        opts = {"anon": True, "client_kwargs": {"endpoint_url": proxy.url}}
+        cache = FooterCache(tmp_path)
+        want, _ = readers.read_file(wide_url, cols, opts)  # no cache: the plain reader
+        readers.read_file(wide_url, cols, opts, footer_cache=cache)  # stores the footer
+        etag, size = _identity(wide_url, opts)
+        ranges = column_ranges(cache.get(wide_url, etag, size), cols)
+        assert len(ranges) == 3  # three chunks far apart: three ranged reads
+        proxy.log.clear()
+        got, _ = readers.read_file(wide_url, cols, opts, footer_cache=cache)
+        gets = [r for r in proxy.log if r.method == "GET"]
+    pd.testing.assert_frame_equal(got, want)
+    assert cache.stats["hit_memory"] >= 2
+    assert len(gets) == len(ranges)
+    for r in gets:
+        headers = {k.lower(): v for k, v in r.headers.items()}
+        assert headers["if-match"].strip('"') == etag  # pinned to the footer's object version
+    assert sorted(g.headers.get("Range", g.headers.get("range")) for g in gets) == sorted(
+        f"bytes={s}-{e - 1}" for s, e in ranges
+    )
+
+
+def test_a_read_outside_the_fetched_chunks_falls_back(
+    wide_url, s3_options, tmp_path, monkeypatch, caplog
+):
+    import logging
+
+    from intake_cpg import footer_cache
+
+    cols = ["c0", "c2", "c4"]
+    want, _ = readers.read_file(wide_url, cols, s3_options)
+    cache = FooterCache(tmp_path)
+    readers.read_file(wide_url, cols, s3_options, footer_cache=cache)
+    real = footer_cache.column_ranges
+    monkeypatch.setattr(footer_cache, "column_ranges", lambda md, c: real(md, c)[:-1])  # one short
+    caplog.set_level(logging.DEBUG, logger="intake_cpg.footer_cache")
+    got, _ = readers.read_file(wide_url, cols, s3_options, footer_cache=cache)
+    assert "read outside the prefetched column ranges" in caplog.text
+    pd.testing.assert_frame_equal(got, want)  # never zero-filled or partial

@@ -1,0 +1,166 @@
+"""The I/O seam: filesystem() and open_url() with one options rule, secrets, the listing cache key.
+
+S3 requests go to the loopback moto server; HTTP(S) ones to a loopback ``http.server``.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import http.server
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from intake_cpg import storage
+from intake_cpg.errors import ManifestError, ParameterError
+from intake_cpg.manifest import read_manifest
+from intake_cpg.storage import (
+    SecretFilter,
+    Storage,
+    effective_options,
+    filesystem,
+    open_url,
+    scrub,
+    secret_values,
+)
+
+
+@pytest.fixture
+def http_root(tmp_path) -> Iterator[tuple[str, object]]:
+    """``(base URL, folder)`` of a loopback HTTP server serving ``tmp_path / "www"``."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", folder
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+# -- the options rule ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("protocol", "given", "expected"),
+    [
+        ("s3", None, {"anon": True}),
+        ("s3", {"client_kwargs": {"endpoint_url": "http://x"}}, None),  # anon added
+        ("s3", {"key": "AKIA1", "secret": "s"}, {"key": "AKIA1", "secret": "s"}),
+        ("s3", {"profile": "lab"}, {"profile": "lab"}),
+        ("s3", {"anon": False}, {"anon": False}),
+        ("s3a", None, {"anon": True}),
+        ("file", {"anon": True, "client_kwargs": {"endpoint_url": "http://x"}}, {}),
+        ("https", {"anon": True, "client_kwargs": {"endpoint_url": "http://x"}}, {}),
+        ("http", {"key": "AKIA1"}, {}),
+        ("memory", {"skip_instance_cache": True}, {"skip_instance_cache": True}),
+    ],
+)
+def test_one_rule_for_storage_options(protocol, given, expected):
+    got = effective_options(protocol, given)
+    if expected is None:
+        expected = {**given, "anon": True}
+    assert got == expected
+    assert given is None or got is not given  # a copy: the caller's dict is never changed
+
+
+def test_filesystem_reads_s3_anonymously(demo_s3, s3_options):
+    url = f"s3://cpg-demo/{demo_s3.manifest_key}"
+    no_anon = {k: v for k, v in s3_options.items() if k != "anon"}
+    fs, path = filesystem(url, no_anon)
+    assert fs.anon is True and path == f"cpg-demo/{demo_s3.manifest_key}"
+    with open_url(url, no_anon) as f:
+        assert f.read(1) == b"["
+
+
+def test_http_urls_are_not_given_s3_options(http_root, s3_options):
+    base, folder = http_root
+    (folder / "table.csv").write_text("Metadata_Plate,x\nP1,1\n")
+    fs, _ = filesystem(f"{base}/table.csv", s3_options)
+    assert "endpoint_url" not in str(getattr(fs, "client_kwargs", {}))
+    with open_url(f"{base}/table.csv", s3_options) as f:  # aiohttp refuses S3 client_kwargs
+        assert f.read() == b"Metadata_Plate,x\nP1,1\n"
+
+
+def test_a_manifest_over_http_reads_with_s3_options_given(http_root, s3_options):
+    base, folder = http_root
+    (folder / "index.csv").write_text(
+        "subset,url\norf,https://cellpainting-gallery.s3.amazonaws.com/k/orf.parquet\n"
+    )
+    records = read_manifest(f"{base}/index.csv", s3_options)
+    assert [r.subset for r in records] == ["orf"]
+    with pytest.raises(ManifestError, match="no manifest"):
+        read_manifest(f"{base}/missing.csv", s3_options)
+
+
+def test_open_url_passes_open_options(tmp_path):
+    fn = tmp_path / "t.csv.gz"
+    fn.write_bytes(gzip.compress(b"a,b\n1,2\n"))
+    with open_url(str(fn), compression="gzip") as f:
+        assert f.read() == b"a,b\n1,2\n"
+    with open_url(f"file://{fn}", {"client_kwargs": {"endpoint_url": "http://x"}}) as f:
+        assert f.read(2) == b"\x1f\x8b"  # local files ignore the gallery store's options
+
+
+@pytest.mark.parametrize("url", ["", "   ", None])
+def test_no_url_is_a_parameter_error(url):
+    with pytest.raises(ParameterError, match="non-empty path or URL"):
+        filesystem(url)
+
+
+def test_an_unknown_protocol_names_the_url():
+    with pytest.raises(ParameterError, match=r"cannot open 'nosuch://b/k'.*fsspec protocol"):
+        open_url("nosuch://b/k")
+
+
+# -- secrets ------------------------------------------------------------------------------------
+def test_secret_values_and_scrub():
+    opts = {
+        "key": "AKIAEXAMPLEKEY",
+        "secret": "wJalrXUtnFEMI",
+        "anon": False,
+        "client_kwargs": {"aws_session_token": "FwoGZXIvYXdzEtoken", "region_name": "us-east-1"},
+        "token": "ab",  # too short to scrub safely
+    }
+    found = secret_values(opts)
+    assert found == {"AKIAEXAMPLEKEY", "wJalrXUtnFEMI", "FwoGZXIvYXdzEtoken"}
+    text = "key=AKIAEXAMPLEKEY secret=wJalrXUtnFEMI t=FwoGZXIvYXdzEtoken region us-east-1 ab"
+    assert scrub(text, found) == "key=*** secret=*** t=*** region us-east-1 ab"
+
+
+def test_secret_filter_scrubs_records_of_the_client_loggers(caplog):
+    opts = {"key": "AKIAGUARDED0001", "secret": "guarded-secret-value"}
+    effective_options("s3", opts)  # guards them
+    caplog.set_level(logging.DEBUG, logger="botocore.endpoint")
+    logging.getLogger("botocore.endpoint").debug("headers: %s", {"X-Amz": "AKIAGUARDED0001"})
+    assert "AKIAGUARDED0001" not in caplog.text and "***" in caplog.text
+    record = logging.LogRecord("x", logging.INFO, "", 0, "a %s b", ("tok-123",), None)
+    assert SecretFilter(["tok-123"]).filter(record) and record.getMessage() == "a *** b"
+
+
+# -- the listing cache key ----------------------------------------------------------------------
+def test_listings_made_with_other_credentials_are_cached_apart(demo_s3, s3_options, tmp_path):
+    anon = Storage("s3://cpg-demo", s3_options, cache_dir=tmp_path)
+    admin_options = {"key": "testing", "secret": "testing", **{"client_kwargs": s3_options["client_kwargs"]}}  # fmt: skip
+    admin = Storage("s3://cpg-demo", admin_options, cache_dir=tmp_path)
+    assert anon._cache_root() != admin._cache_root()
+    assert "testing" not in admin._cache_root()  # a hash, no credential in the path
+    anon.ls("")
+    admin.ls("")
+    assert anon.requests["ls"] == 1 and admin.requests["ls"] == 1  # not served the other's
+    again = Storage("s3://cpg-demo", s3_options, cache_dir=tmp_path)
+    assert again.ls("") == anon.ls("") and again.requests["ls"] == 0
+
+
+def test_default_root_is_the_gallery_bucket():
+    from intake_cpg import cli, gallery_source
+
+    assert storage.DEFAULT_ROOT == f"s3://{storage.GALLERY_BUCKET}" == "s3://cellpainting-gallery"
+    assert cli.DEFAULT_ROOT is storage.DEFAULT_ROOT
+    assert gallery_source.DEFAULT_ROOT is storage.DEFAULT_ROOT
