@@ -155,15 +155,8 @@ def test_gallery_and_manifest_entries_share_the_policy(demo_local, caplog, tmp_p
     from intake_cpg.manifest_catalog import ManifestProfilesSource
 
     caplog.set_level(logging.WARNING, logger="intake_cpg.etag")
-    batch = GallerySource(
-        demo_local.root,
-        project="cpg0016-jump",
-        source="source_4",
-        product="profiles",
-        batch="2021_04_26_Batch1",
-        verify=True,
-        etag="0" * 32,
-    )
+    where = {"project": "cpg0016-jump", "source": "source_4", "batch": "2021_04_26_Batch1"}
+    batch = GallerySource(demo_local.root, **where, verify=True, etag="0" * 32)
     assert len(batch.file_keys()) == 2 and len(batch.read()) == 2 * 384  # loads unverified
     assert "one ETag cannot verify 2 files" in caplog.text
     caplog.clear()
@@ -172,13 +165,5 @@ def test_gallery_and_manifest_entries_share_the_policy(demo_local, caplog, tmp_p
     assert len(no_etag.read()) == 384
     assert "subset 'x': no ETag recorded" in caplog.text
     caplog.clear()
-    plate = GallerySource(
-        demo_local.root,
-        project="cpg0016-jump",
-        source="source_4",
-        product="profiles",
-        batch="2021_04_26_Batch1",
-        plate=parse_key(key).plate,
-        verify=True,
-    )
+    plate = GallerySource(demo_local.root, **where, plate=parse_key(key).plate, verify=True)
     assert len(plate.read()) == 384 and "no ETag recorded" in caplog.text
