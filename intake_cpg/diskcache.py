@@ -122,6 +122,9 @@ class DiskCache:
         removed until the rest fit. ``None`` (the default) is unbounded.
     stats:
         A counter that receives ``corrupt`` (entries found unreadable) and ``evicted``.
+    logger:
+        Where warnings go (the caller's module logger, so they carry its name); default this
+        module's.
 
     Keys are any JSON-serialisable value (strings, tuples of strings and numbers); the file name
     is the SHA-256 of the key, and the key itself is stored in the entry and compared on read.
@@ -138,6 +141,7 @@ class DiskCache:
         fanout: bool = False,
         max_bytes: int | None = None,
         stats: collections.Counter[str] | None = None,
+        logger: logging.Logger | None = None,
     ) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
         self.what = what
@@ -151,6 +155,7 @@ class DiskCache:
             )
         self.max_bytes = max_bytes
         self.stats: collections.Counter[str] = stats if stats is not None else collections.Counter()
+        self.log = logger or log
 
     def __repr__(self) -> str:
         return f"DiskCache({self.directory!r}, what={self.what!r})"
@@ -184,7 +189,7 @@ class DiskCache:
 
     def _corrupt(self, fn: str, why: BaseException | str) -> None:
         self.stats["corrupt"] += 1
-        log.warning("ignoring unreadable %s %s (%s); %s", self.what, fn, why, self.then)
+        self.log.warning("ignoring unreadable %s %s (%s); %s", self.what, fn, why, self.then)
         try:
             os.remove(fn)
         except OSError:
@@ -202,7 +207,7 @@ class DiskCache:
         try:
             atomic_write(fn, blob)
         except OSError as exc:  # a cache that cannot be written is not an error
-            log.warning("could not write %s %s: %s", self.what, fn, exc)
+            self.log.warning("could not write %s %s: %s", self.what, fn, exc)
             return False
         if self.max_bytes is not None:
             self._evict(keep=fn)

@@ -170,6 +170,7 @@ class FooterCache:
             suffix=".footer",
             fanout=True,
             stats=self.stats,
+            logger=log,
         )
 
     def _disk_key(self, key: tuple[str, str, int]) -> list[Any]:

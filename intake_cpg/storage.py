@@ -509,7 +509,9 @@ class Storage:
         folder = self._cache_root()
         if folder is None:
             return None
-        return DiskCache(folder, what="listing cache", then="listing again", suffix=".json")
+        return DiskCache(
+            folder, what="listing cache", then="listing again", suffix=".json", logger=log
+        )
 
     def _disk_key(self, prefix: str) -> list[Any]:
         return ["listing", _CACHE_FORMAT, self.root, prefix]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -313,7 +314,13 @@ def test_one_command_line_for_the_demo(tmp_path, capsys):
     in_cli = {o for a in cli.command_parsers()["demo"]._actions for o in a.option_strings}
     assert options and options <= in_cli
     argv = ["--plates-per-batch", "1", "--seed", "5", "--analysis-sites", "1"]
-    assert cli.main(["demo", str(tmp_path / "a"), *argv, "-q"]) == 0
+    root = logging.getLogger()
+    saved = root.level, root.handlers[:]
+    try:  # main() configures logging for a command-line process: put it back afterwards
+        assert cli.main(["demo", str(tmp_path / "a"), *argv, "-q"]) == 0
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
     assert "open it with:" in capsys.readouterr().out
     ref = build_demo(str(tmp_path / "b"), plates_per_batch=1, seed=5, analysis_sites=1)
     for key in ref.keys:
