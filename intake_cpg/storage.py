@@ -699,6 +699,16 @@ class Storage:
         self.requests["open"] += 1
         return self.fs.open(self.path(key), mode, **kwargs)
 
+    def memory_listings(
+        self, adopt: Mapping[str, tuple[float, tuple[Entry, ...]]] | None = None
+    ) -> dict[str, tuple[float, tuple[Entry, ...]]]:
+        """The listings cached in memory (``{prefix: (time, entries)}``), after taking those of
+        ``adopt`` that this storage lacks: how a pickled catalog carries its listings along."""
+        with self._lock:
+            for prefix, hit in (adopt or {}).items():
+                self._memory.setdefault(prefix, hit)
+            return dict(self._memory)
+
 
 _SHARED: dict[str, Storage] = {}
 _SHARED_LOCK = threading.Lock()
