@@ -16,15 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# intake 2.0.9 warns "Shell command not executed" for every plain string parameter default of
-# a YAML catalog, although nothing asked for a shell (intake issue 887). Only that message,
-# only from intake's own module, is silenced; shell expansion itself stays off.
-warnings.filterwarnings(
-    "ignore",
-    message="Shell command not executed due to getshell=False",
-    category=UserWarning,
-    module=r"intake\.catalog\.utils",
-)
+#: The bogus warning intake 2.0.9 gives for every plain string parameter default of a YAML
+#: catalog, although nothing asked for a shell (intake issue 887).
+SHELL_WARNING = "Shell command not executed due to getshell=False"
+
+
+def silence_shell_warning() -> None:
+    """Ignore intake's bogus shell-command warning (only that message, only from
+    ``intake.catalog.utils``; shell expansion itself stays off). ``import intake_cpg`` does it."""
+    warnings.filterwarnings(
+        "ignore", message=SHELL_WARNING, category=UserWarning, module=r"intake\.catalog\.utils"
+    )
+
+
+silence_shell_warning()
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {

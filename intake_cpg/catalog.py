@@ -19,7 +19,8 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -27,19 +28,19 @@ from intake.catalog import Catalog
 from intake.catalog.local import UserParameter
 
 from . import __version__, layout
-from .entries import CPGEntry
-from .errors import ParameterError, ProductNotFoundError, not_found
-from .gallery_source import GallerySource
-from .manifest import parse_manifest, read_manifest
-from .resolve import (
-    ALL,
-    ENTRY_PRODUCTS,
-    Gallery,
-    choose_assembled_variant,
-    choose_variant,
-    match_names,
+from .entries import (
+    ENTRY_TABLE,
+    EntryRow,
+    ResolvedParam,
+    SourceView,
+    describe_row,
     validate_params,
 )
+from .errors import ParameterError, ProductNotFoundError, not_found
+from .gallery_source import GallerySource
+from .intake_entry import CPGEntry, plain_parameters
+from .manifest import parse_manifest, read_manifest
+from .resolve import Gallery, choose_assembled_variant, match_names
 from .storage import DEFAULT_ROOT, get_storage, redact
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,8 @@ __all__ = [
 ]
 
 
-#: Entry parameters that name folders or files (validated by :func:`resolve.validate_params`).
-_NAME_PARAMETERS = frozenset(
-    {"project", "source", "batch", "plate", "variant", "model", "compartment", "platemap",
-     "subset", "version"}
-)  # fmt: skip
+#: Entry parameters (validated by :func:`entries.validate_params` before any listing).
+_NAME_PARAMETERS = ENTRY_TABLE.parameter_names()
 
 
 class LazyEntry(CPGEntry):
@@ -121,13 +119,7 @@ class LazyEntry(CPGEntry):
     def frozen(self) -> dict[str, Any]:
         """The entry as plain YAML-able data (for ``Catalog.save``)."""
         params, md = self._resolve()
-        return {
-            "description": self._description,
-            "driver": f"{GallerySource.__module__}.{GallerySource.__name__}",
-            "args": dict(self._open_args),
-            "parameters": {p.name: _plain(p.__getstate__()["kwargs"]) for p in params},
-            "metadata": md,
-        }
+        return {**super().frozen(), "parameters": plain_parameters(params), "metadata": md}
 
 
 class GlobParameter(UserParameter):
@@ -144,31 +136,17 @@ class GlobParameter(UserParameter):
         return super().validate(value)
 
 
-def _plain(value: Any) -> Any:
-    """Plain dicts and lists (YAML-safe) from Intake's OrderedDicts and tuples."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _param(
-    name: str,
-    description: str,
-    default: Any,
-    allowed: Iterable[Any] | None = None,
-    ptype: str = "str",
-    cls: type[UserParameter] = UserParameter,
-) -> UserParameter:
+def _user_parameter(p: ResolvedParam) -> UserParameter:
+    """An Intake parameter from a row's parameter (keyword arguments, so ``save`` keeps types)."""
     kwargs: dict[str, Any] = {
-        "name": name,
-        "description": description,
-        "type": ptype,
-        "default": default,
+        "name": p.name,
+        "description": p.description,
+        "type": p.kind,
+        "default": p.default,
     }
-    if allowed is not None:
-        kwargs["allowed"] = list(allowed)
+    if p.allowed is not None:
+        kwargs["allowed"] = list(p.allowed)
+    cls = GlobParameter if p.glob and p.allowed is not None else UserParameter
     return cls(**kwargs)
 
 
@@ -234,7 +212,7 @@ class _Level(Catalog):
     # -- pickling: carry the listings so that a worker does not list again -------------------
     def __getstate__(self) -> Any:
         state = super().__getstate__()
-        state["listings"] = dict(self.storage._memory)
+        state["listings"] = self.storage.memory_listings()
         return state
 
     def __setstate__(self, state: Any) -> None:
@@ -246,8 +224,7 @@ class _Level(Catalog):
             listing_ttl=kw.get("listing_ttl", 3600.0),
             cache_dir=kw.get("cache_dir"),
         )
-        for prefix, hit in listings.items():
-            st._memory.setdefault(prefix, hit)
+        st.memory_listings(adopt=listings)
         super().__setstate__(state)
 
     # -- lookup -----------------------------------------------------------------------------
@@ -356,18 +333,7 @@ class _Level(Catalog):
 
         sources: dict[str, Any] = {}
         for name, entry in self._get_entries().items():
-            if isinstance(entry, LazyEntry):
-                kw = entry.frozen()
-            else:
-                kw = {
-                    "description": entry._description,
-                    "driver": f"{entry._plugin[0].__module__}.{entry._plugin[0].__name__}",
-                    "args": dict(entry._open_args),
-                    "parameters": {
-                        p.name: _plain(p.__getstate__()["kwargs"]) for p in entry._user_parameters
-                    },
-                    "metadata": entry._metadata,
-                }
+            kw = entry.frozen()
             args = kw["args"]
             if "urlpath" in args:  # absolute, so the YAML opens from any folder
                 args["urlpath"] = self.storage.root
@@ -463,18 +429,6 @@ class ProjectCatalog(_Level):
         }
 
 
-_DESCRIPTIONS = {
-    "profiles": "per-plate profiles (one file per plate and variant)",
-    "load_data": "CellProfiler LoadData CSVs (image paths and metadata per site)",
-    "analysis": "per-object CellProfiler measurements (one file per site and compartment)",
-    "backend": "well-level backend tables",
-    "platemaps": "plate maps and barcode-to-platemap tables",
-    "dl_profiles": "deep-learning per-plate profiles (list-typed embedding columns)",
-    "embeddings": "deep-learning per-site embeddings",
-    "profiles_assembled": "assembled, processed profiles: one entry per subset",
-}
-
-
 class _SourceLevel(_Level):
     """A level below one source of one project."""
 
@@ -505,126 +459,55 @@ class SourceCatalog(_SourceLevel):
         return f"{self.project}.{self.source}"
 
     def _list_entries(self) -> dict[str, Any]:
+        rows = ENTRY_TABLE.at_level("source")
+        present = self.gallery.present(self.project, self.source, {r.product for r in rows})
         entries: dict[str, Any] = {}
-        for product in self.gallery.products(self.project, self.source):
-            spec = layout.PRODUCT_SPECS[ENTRY_PRODUCTS[product]]
+        for row in rows:
+            if row.product not in present:
+                continue
+            spec = layout.PRODUCT_SPECS[row.product]
             md = {
                 "project": self.project,
                 "source": self.source,
-                "product": product,
+                "product": row.name,
                 "template": spec.template,
                 "url_pattern": self.storage.url(
-                    spec.template.replace("{project}", self.project).replace(
-                        "{source}", self.source
-                    )
+                    f"{self.project}/{self.source}/{spec.layouts[0].template}"
                 ),
             }
-            if product == "profiles_assembled":
-                entries[product] = CPGEntry(
-                    product,
-                    _DESCRIPTIONS[product],
+            ids = {"project": self.project, "source": self.source}
+            if row.output == "catalog":
+                entries[row.name] = CPGEntry(
+                    row.name,
+                    row.description,
                     AssembledCatalog,
-                    args={**self._child_args, "project": self.project, "source": self.source},
+                    args={**self._child_args, **ids},
                     metadata=md,
                 )
                 continue
-            args = {
-                **self._source_args,
-                "project": self.project,
-                "source": self.source,
-                "product": product,
-            }
-            names = _PARAMETER_NAMES[product]
-            args.update({n: "{{ " + n + " }}" for n in names})
-            entries[product] = LazyEntry(
-                product,
-                _DESCRIPTIONS[product],
+            args = {**self._source_args, **ids, "product": row.name}
+            args.update({p.name: "{{ " + p.name + " }}" for p in row.params})
+            entries[row.name] = LazyEntry(
+                row.name,
+                row.description,
                 GallerySource,
                 args=args,
-                resolve=self._resolver(product),
+                resolve=self._resolver(row),
                 metadata=md,
             )
         return entries
 
-    def _resolver(self, product: str) -> Callable[[], tuple[list[UserParameter], dict[str, Any]]]:
+    def _resolver(self, row: EntryRow) -> Callable[[], tuple[list[UserParameter], dict[str, Any]]]:
         def resolve() -> tuple[list[UserParameter], dict[str, Any]]:
-            return _product_parameters(self.gallery, self.project, self.source, product)
+            view = SourceView(self.gallery, self.project, self.source)
+            params, md = describe_row(row, view)
+            return [_user_parameter(p) for p in params], md
 
         return resolve
 
 
-_PARAMETER_NAMES: dict[str, tuple[str, ...]] = {
-    "profiles": ("batch", "plate", "variant"),
-    "load_data": ("batch", "plate"),
-    "analysis": ("batch", "plate", "compartment"),
-    "backend": ("batch", "plate"),
-    "platemaps": ("batch", "platemap"),
-    "dl_profiles": ("model", "batch", "plate"),
-    "embeddings": ("model", "batch", "plate"),
-}
-
-_BATCH_HELP = "batch folder, a glob, or '*' for all"
-_PLATE_HELP = "plate name, a glob (e.g. 'BR0011703*'), or '*' for all"
-
-
-def _product_parameters(
-    g: Gallery, project: str, source: str, product: str
-) -> tuple[list[UserParameter], dict[str, Any]]:
-    """UserParameters (with allowed values from the gallery) and metadata of a table entry."""
-    if product == "platemaps":
-        batches = g.platemap_batches(project, source)
-        prefix = g.base_prefix(project, source, "barcode_platemap")
-        return (
-            [
-                _param(
-                    "batch",
-                    _BATCH_HELP,
-                    batches[0] if batches else ALL,
-                    [*batches, ALL],
-                    cls=GlobParameter,
-                ),
-                _param(
-                    "platemap",
-                    "'barcode_platemap' or the name of a platemap file",
-                    "barcode_platemap",
-                ),
-            ],
-            {"prefix": prefix, "batches": list(batches)},
-        )
-    pp = g.plate_product(project, source, product)
-    params: list[UserParameter] = []
-    md: dict[str, Any] = {
-        "prefix": pp.prefix,
-        "batches": list(pp.batches),
-        "n_plates": sum(len(v) for v in pp.plates.values()),
-    }
-    if pp.models:
-        params.append(_param("model", "deep-learning model folder", pp.models[0], pp.models))
-        md["models"] = list(pp.models)
-    params.append(_param("batch", _BATCH_HELP, ALL, [*pp.batches, ALL], cls=GlobParameter))
-    params.append(_param("plate", _PLATE_HELP, ALL))
-    if product == "profiles":
-        variants = pp.variants
-        params.append(
-            _param(
-                "variant",
-                "processing variant ('' is the bare <plate>.<ext> file)",
-                choose_variant(variants),
-                variants,
-            )
-        )
-        md["variants"] = list(variants)
-        md["files"] = dict(pp.files)
-    if product == "analysis":
-        params.append(
-            _param(
-                "compartment",
-                "CellProfiler object table",
-                "Cells",
-                ["Cells", "Cytoplasm", "Nuclei", "Image", "Experiment"],
-            )
-        )
-    return params, md
+#: The entry-table row whose entry is a catalog of child entries (assembled profiles).
+_CATALOG_ROW = ENTRY_TABLE.only("catalog")
 
 
 class AssembledCatalog(_SourceLevel):
@@ -636,11 +519,11 @@ class AssembledCatalog(_SourceLevel):
     """
 
     name = "cpg_assembled"
-    kind = "profiles_assembled"
-    child_kind = "subset"
+    kind = _CATALOG_ROW.name
+    child_kind = _CATALOG_ROW.params[0].name
 
     def _default_name(self) -> str:
-        return f"{self.project}.{self.source}.profiles_assembled"
+        return f"{self.project}.{self.source}.{self.kind}"
 
     def _known_records(self) -> dict[str, Any]:
         """Manifest records by bucket-relative key: the bundled JUMP manifest, then ``manifests``."""
@@ -652,57 +535,51 @@ class AssembledCatalog(_SourceLevel):
         return records
 
     def _list_entries(self) -> dict[str, Any]:
-        tree = self.gallery.assembled(self.project, self.source)
+        row = _CATALOG_ROW
+        view = SourceView(self.gallery, self.project, self.source)
+        tree = self.gallery.assembled(self.project, self.source, row.product)
         records = self._known_records()
         entries: dict[str, Any] = {}
-        for subset, versions in tree.items():
-            ordered = sorted(versions, key=layout.version_key)
-            newest = ordered[-1]
-            variants = sorted({v for vs in versions.values() for v in vs})
-            by_variant = {v: records.get(k) for v, k in versions[newest].items()}
+        for child in row.params[0].resolve(view, {}).allowed or ():
+            bound = {self.child_kind: child}
+            params, _ = describe_row(row, view, bound)
+            by_name = {p.name: p for p in params}
+            files = {v: ref.key for v, ref in tree[child][by_name["version"].default].items()}
+            by_variant = {v: records.get(k) for v, k in files.items()}
             pointed = [v for v, r in by_variant.items() if r is not None]
             default_variant = choose_assembled_variant(
-                versions[newest], pointed[0] if len(pointed) == 1 else _main_record(by_variant)
+                files, pointed[0] if len(pointed) == 1 else _main_record(by_variant)
             )
-            rec = records.get(versions[newest].get(default_variant, ""))
+            rec = records.get(files.get(default_variant, ""))
             md: dict[str, Any] = {
                 "project": self.project,
                 "source": self.source,
-                "product": "profiles_assembled",
-                "subset": subset,
-                "versions": ordered,
-                "variants": variants,
-                "template": layout.PRODUCT_SPECS["profiles_assembled"].template,
-                "url": self.storage.url(versions[newest][default_variant]),
+                "product": row.name,
+                self.child_kind: child,
+                "versions": list(by_name["version"].allowed or ()),
+                "variants": list(by_name["variant"].allowed or ()),
+                "template": layout.PRODUCT_SPECS[row.product].template,
+                "url": self.storage.url(files[default_variant]),
             }
             if rec is not None:
                 md["provenance"] = {k: v for k, v in rec.to_metadata().items() if v is not None}
             params = [
-                _param("version", "assembly version (default: the newest)", newest, ordered),
-                _param("variant", "processing pipeline", default_variant, variants),
-                _param(
-                    "verify",
-                    "check the object's ETag against the manifest before loading",
-                    False,
-                    ptype="bool",
-                ),
+                replace(p, default=default_variant) if p.name == "variant" else p for p in params
             ]
-            entries[subset] = CPGEntry(
-                subset,
-                f"{self.project}/{self.source} assembled profiles: {subset}",
+            entries[child] = CPGEntry(
+                child,
+                f"{self.project}/{self.source} assembled profiles: {child}",
                 GallerySource,
                 args={
                     **self._source_args,
                     "project": self.project,
                     "source": self.source,
-                    "product": "profiles_assembled",
-                    "subset": subset,
-                    "version": "{{ version }}",
-                    "variant": "{{ variant }}",
-                    "verify": "{{ verify }}",
+                    "product": row.name,
+                    **bound,
+                    **{p.name: "{{ " + p.name + " }}" for p in params},
                     "etag": rec.etag if rec is not None else None,
                 },
-                parameters=params,
+                parameters=[_user_parameter(p) for p in params],
                 metadata=md,
             )
         return entries

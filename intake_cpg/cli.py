@@ -198,17 +198,26 @@ def split_path(path: str | None) -> list[str]:
     return [p for p in (path or "").strip().split("/") if p]
 
 
-def path_parameters(names: Sequence[str]) -> list[str]:
+def path_parameters(names: Sequence[str], entry: str | None = None) -> list[str]:
     """The parameters that extra PATH parts select, in gallery folder order.
+
+    The order is the entry-table row's CLI path (``entry`` names the row; without it, the row
+    whose path covers the most of ``names``), limited to the parameters the entry has.
 
     >>> path_parameters(["batch", "plate", "variant"])
     ['batch', 'plate']
     >>> path_parameters(["version", "variant", "verify"])
     ['version', 'variant']
+    >>> path_parameters(["verify"])
+    []
     """
-    if "version" in names:
-        return [n for n in ("version", "variant") if n in names]
-    return [n for n in ("model", "batch", "plate") if n in names]
+    from .entries import ENTRY_TABLE
+
+    rows = list(ENTRY_TABLE.values())
+    if entry in ENTRY_TABLE:
+        rows = [ENTRY_TABLE[entry]]
+    orders = [[n for n in row.cli_path if n in names] for row in rows]
+    return max(orders, key=len, default=[])
 
 
 def _one_line(text: str) -> str:
@@ -285,10 +294,16 @@ def _parameters(source: Any) -> list[dict[str, Any]]:
     return list(source.describe().get("user_parameters") or [])
 
 
+def _path_order(target: Target, names: Sequence[str]) -> list[str]:
+    """The parameters extra PATH parts of ``target`` select (its entry row's CLI path)."""
+    product = (target.node.describe().get("metadata") or {}).get("product")
+    return path_parameters(names, product)
+
+
 def bind(target: Target, assignments: Mapping[str, str]) -> dict[str, Any]:
     """Parameter values from the extra PATH parts and ``-p`` assignments, checked and typed."""
     params = {p["name"]: p for p in _parameters(target.node)}
-    order = path_parameters(list(params))
+    order = _path_order(target, list(params))
     if len(target.extra) > len(order):
         below = "/".join(target.extra[len(order) :])
         raise ParameterError(
@@ -411,12 +426,10 @@ def _level_rows(catalog: Any) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k not in drop} for r in rows]
 
 
-def _group_keys(keys: Sequence[str], level: str) -> list[dict[str, Any]]:
-    from .layout import parse_key
-
+def _group_refs(refs: Sequence[Any], level: str) -> list[dict[str, Any]]:
     counts: dict[str, int] = {}
-    for key in keys:
-        value = getattr(parse_key(key), level, None) or "?"
+    for ref in refs:
+        value = getattr(ref.path, level, None) or "?"
         counts[value] = counts.get(value, 0) + 1
     return [{"name": n, "kind": level, "files": c} for n, c in sorted(counts.items())]
 
@@ -424,7 +437,7 @@ def _group_keys(keys: Sequence[str], level: str) -> list[dict[str, Any]]:
 def entry_rows(target: Target, assignments: Mapping[str, str]) -> tuple[list[dict], list[str]]:
     """Rows for ``ls`` below a table entry, and notes on its other parameters."""
     params = {p["name"]: p for p in _parameters(target.node)}
-    order = path_parameters(list(params))
+    order = _path_order(target, list(params))
     values = bind(target, assignments)
     depth = len(target.extra)
     notes = []
@@ -459,11 +472,10 @@ def entry_rows(target: Target, assignments: Mapping[str, str]) -> tuple[list[dic
         if not any(r["default"] for r in rows):
             rows = [{k: v for k, v in r.items() if k != "default"} for r in rows]
         return rows, notes
-    source = _configured(target, values)
-    keys = source.file_keys()
+    refs = _configured(target, values).file_refs()
     if level == "file":
-        return [{"name": k.rsplit("/", 1)[-1], "kind": "file", "key": k} for k in keys], notes
-    return _group_keys(keys, level), notes
+        return [{"name": r.path.filename, "kind": "file", "key": r.key} for r in refs], notes
+    return _group_refs(refs, level), notes
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

@@ -15,9 +15,11 @@ from typing import Any
 
 from intake.source.base import DataSource, Schema
 
-from . import __version__, layout
-from .errors import ParameterError, not_found
-from .resolve import ALL, ENTRY_PRODUCTS, Gallery, is_table, match_names, validate_params
+from . import __version__
+from .entries import ENTRY_TABLE, SourceView, validate_params
+from .errors import ParameterError
+from .refs import FileRef
+from .resolve import ALL, Gallery
 from .storage import DEFAULT_ROOT, get_storage
 
 log = logging.getLogger(__name__)
@@ -79,9 +81,9 @@ class GallerySource(DataSource):
         metadata: dict[str, Any] | None = None,
         **reader_options: Any,
     ) -> None:
-        if product not in ENTRY_PRODUCTS:
+        if product not in ENTRY_TABLE:
             raise ParameterError(
-                f"product {product!r} is not a table product; expected one of {sorted(ENTRY_PRODUCTS)}"
+                f"product {product!r} is not a table product; expected one of {sorted(ENTRY_TABLE)}"
             )
         unknown = set(reader_options) - set(_READER_OPTIONS)
         if unknown:
@@ -111,7 +113,7 @@ class GallerySource(DataSource):
         self.storage = get_storage(
             urlpath, storage_options, listing_ttl=listing_ttl, cache_dir=cache_dir
         )
-        self._keys: list[str] | None = None
+        self._refs: list[FileRef] | None = None
         self._inner: Any = None
         super().__init__(metadata=metadata)
 
@@ -121,92 +123,38 @@ class GallerySource(DataSource):
         p = self.params
         return f"{p['project']}/{p['source']}/{self.product}"
 
+    def file_refs(self) -> list[FileRef]:
+        """The files this source loads, with what their listing said (listing what it must, once)."""
+        if self._refs is None:
+            p = self.params
+            view = SourceView(Gallery(self.storage), p["project"], p["source"])
+            row = ENTRY_TABLE[self.product]
+            assert row.select is not None  # the entry-table contract test checks every row
+            self._refs = row.select(view, p)
+            log.debug("%s resolved to %d file(s)", self.where, len(self._refs))
+        return self._refs
+
     def file_keys(self) -> list[str]:
-        """Root-relative keys of the files this source loads (listing what it must, once)."""
-        if self._keys is None:
-            self._keys = self._resolve()
-            log.debug("%s resolved to %d file(s)", self.where, len(self._keys))
-        return self._keys
+        """Root-relative keys of the files this source loads."""
+        return [r.key for r in self.file_refs()]
 
     def file_urls(self) -> list[str]:
         """Full URLs of the files this source loads."""
-        return [self.storage.url(k) for k in self.file_keys()]
-
-    def _resolve(self) -> list[str]:
-        p = self.params
-        g = Gallery(self.storage)
-        if self.product == "profiles_assembled":
-            return [self._assembled_key(g)]
-        if self.product == "platemaps":
-            return self._platemap_keys(g)
-        pp = g.plate_product(p["project"], p["source"], self.product, model=p["model"])
-        pairs = pp.select(p["batch"], p["plate"], self.where)
-        if self.product in ("profiles", "dl_profiles"):
-            return g.plate_keys(pp, pairs, p["variant"] or "", self.where)
-        if self.product in ("load_data", "backend"):
-            if not pp.files:
-                raise not_found("table file", "*", [], self.where)
-            preferred = [v for v in pp.files if "with_illum" in v] or sorted(pp.files)
-            return g.plate_keys(pp, pairs, preferred[0], self.where)
-        if self.product == "analysis":
-            comp = p["compartment"]
-            keys = g.subtree_keys(
-                pp,
-                pairs,
-                lambda e: is_table(e.name) and layout.parse_key(e.key).variant == comp,
-            )
-            if not keys:
-                raise not_found(
-                    "compartment", comp, ["Cells", "Cytoplasm", "Nuclei", "Image"], self.where
-                )
-            return keys
-        # embeddings
-        keys = g.subtree_keys(pp, pairs, lambda e: layout.parse_key(e.key).extension == "parquet")
-        if not keys:
-            raise not_found("embedding file", "*.parquet", [], self.where)
-        return keys
-
-    def _platemap_keys(self, g: Gallery) -> list[str]:
-        p = self.params
-        batches = g.platemap_batches(p["project"], p["source"])
-        chosen = match_names(p["batch"], batches)
-        if not chosen:
-            raise not_found("batch", p["batch"], batches, self.where)
-        keys = []
-        for b in chosen:
-            tables = g.platemap_keys(p["project"], p["source"], b)
-            if p["platemap"] not in tables:
-                raise not_found("platemap", p["platemap"], tables, f"{self.where} ({b})")
-            keys.append(tables[p["platemap"]])
-        return keys
-
-    def _assembled_key(self, g: Gallery) -> str:
-        p = self.params
-        tree = g.assembled(p["project"], p["source"])
-        subset = p["subset"] or ""
-        if subset not in tree:
-            raise not_found("subset", subset, tree, self.where)
-        versions = tree[subset]
-        version = p["version"] or max(versions, key=layout.version_key)
-        if version not in versions:
-            raise not_found("version", version, versions, f"{self.where}/{subset}")
-        variants = versions[version]
-        if p["variant"] not in variants:
-            raise not_found("variant", p["variant"], variants, f"{self.where}/{subset}/{version}")
-        return variants[p["variant"]]
+        return [r.url for r in self.file_refs()]
 
     # -- loading ----------------------------------------------------------------------------
     def _loader(self) -> Any:
         if self._inner is None:
             from .sources import ProfilesSource
 
-            keys = self.file_keys()
+            refs = self.file_refs()
             if self.verify:
                 from .etag import verify_files
 
+                keys = [r.key for r in refs]
                 verify_files(self.storage, keys, self.etag, subset=self.params.get("subset"))
             self._inner = ProfilesSource(
-                [self.storage.url(k) for k in keys],
+                refs,
                 storage_options=self.storage.storage_options,
                 metadata=self.metadata,
                 **self.reader_options,

@@ -30,9 +30,9 @@ from typing import Any
 from intake.catalog import Catalog
 from intake.catalog.local import UserParameter
 
-from .entries import CPGEntry, silence_shell_warning
 from .errors import ParameterError, not_found
 from .etag import verify_files
+from .intake_entry import CPGEntry, silence_shell_warning
 from .manifest import ManifestRecord, read_manifest
 from .sources import ProfilesSource
 from .storage import effective_options, protocol_of

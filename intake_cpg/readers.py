@@ -20,7 +20,6 @@ FileFormat(kind='text', sep=',', compression='gzip')
 
 from __future__ import annotations
 
-import functools
 import gzip
 import io
 import logging
@@ -29,7 +28,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -44,6 +42,8 @@ from .errors import (
     close_matches,
 )
 from .footer_cache import FooterCache, read_columns
+from .layout import GalleryPath
+from .refs import FileRef, ref_from_url
 from .storage import filesystem, is_transport_failure, transport_error, transport_errors
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,8 @@ __all__ = [
     "detect_format",
     "expand_list_columns",
     "filter_columns",
-    "gallery_path",
     "is_string_column",
-    "path_fields",
+    "path_values",
     "read_file",
     "read_partition",
     "read_schema",
@@ -374,47 +373,20 @@ def _promote(a: Any, b: Any) -> Any:
 # --------------------------------------------------------------------------------------
 # pure transformations
 # --------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=4096)
-def gallery_path(url: str) -> Any:
-    """The :class:`~intake_cpg.layout.GalleryPath` of ``url``, or ``None`` outside the layout.
+def path_values(path: GalleryPath | None) -> dict[str, str]:
+    """``Metadata_Source``/``Metadata_Batch``/``Metadata_Plate`` values of a parsed gallery path.
 
-    The gallery may sit under any prefix (``s3://bucket/mirror/``, a local folder), so the
-    path's suffixes are tried from the longest down until one parses as a known product.
+    Files outside the gallery layout (``path=None``) give ``{}``.
 
-    >>> gallery_path("/data/mirror/cpg0016-jump/source_4/workspace/profiles/B1/P1/P1.parquet").plate
-    'P1'
-    >>> gallery_path("/tmp/table.csv") is None
-    True
-    """
-    from .errors import CPGError
-    from .layout import parse_key
-
-    path = fsspec.core.split_protocol(url.split("?", 1)[0])[1]
-    segs = [s for s in path.split("/") if s]
-    for i in range(max(len(segs) - 2, 0)):
-        try:
-            gp = parse_key("/".join(segs[i:]))
-        except (CPGError, ValueError):
-            continue
-        if gp.product != "other":
-            return gp
-    return None
-
-
-def path_fields(url: str) -> dict[str, str]:
-    """``Metadata_Source``/``Metadata_Batch``/``Metadata_Plate`` values found in ``url``'s path.
-
-    Paths outside the gallery layout give ``{}``.
-
-    >>> path_fields("s3://b/cpg0016-jump/source_4/workspace/profiles/2021_04_26_Batch1/BR1/BR1.parquet")
+    >>> from intake_cpg.layout import parse_key
+    >>> path_values(parse_key("cpg0016-jump/source_4/workspace/profiles/2021_04_26_Batch1/BR1/BR1.parquet"))
     {'Metadata_Source': 'source_4', 'Metadata_Batch': '2021_04_26_Batch1', 'Metadata_Plate': 'BR1'}
     """
-    gp = gallery_path(url)
-    if gp is None:
+    if path is None:
         return {}
     out = {}
     for col, attr in PATH_COLUMNS.items():
-        value = getattr(gp, attr, None)
+        value = getattr(path, attr, None)
         if value:
             out[col] = str(value)
     return out
@@ -657,8 +629,17 @@ def _na_series(n: int, dtype: Any, index: pd.Index) -> pd.Series:
     )
 
 
-def read_one(url: str, plan: ReadPlan) -> pd.DataFrame:
-    """One file as a frame that matches ``plan.meta`` exactly (columns, order, dtypes)."""
+def _as_ref(ref: FileRef | str) -> FileRef:
+    return ref if isinstance(ref, FileRef) else ref_from_url(ref)
+
+
+def read_one(ref: FileRef | str, plan: ReadPlan) -> pd.DataFrame:
+    """One file as a frame that matches ``plan.meta`` exactly (columns, order, dtypes).
+
+    Path-derived columns come from ``ref.path`` (a URL string is parsed once, here).
+    """
+    ref = _as_ref(ref)
+    url = ref.url
     fcols = filter_columns(plan.filters)
     wanted = list(plan.expected) + [c for c in fcols if c not in plan.expected]
     if plan.index and plan.index not in wanted:
@@ -673,7 +654,7 @@ def read_one(url: str, plan: ReadPlan) -> pd.DataFrame:
         footer_cache=plan.footer_cache,
     )
     have = set(names)
-    from_path = path_fields(url) if plan.path_columns else {}
+    from_path = path_values(ref.path) if plan.path_columns else {}
     fillable = set(plan.path_columns)
     missing = [c for c in plan.expected if c not in have and c not in fillable]
     expected = set(plan.expected)
@@ -731,9 +712,9 @@ def conform(df: pd.DataFrame, meta: pd.DataFrame, url: str = "") -> pd.DataFrame
     return pd.DataFrame(cols, index=df.index)
 
 
-def read_partition(urls: Iterable[str], plan: ReadPlan) -> pd.DataFrame:
+def read_partition(refs: Iterable[FileRef | str], plan: ReadPlan) -> pd.DataFrame:
     """Several files (one dask partition) concatenated, matching ``plan.meta``."""
-    frames = [read_one(u, plan) for u in urls]
+    frames = [read_one(r, plan) for r in refs]
     out = frames[0] if len(frames) == 1 else pd.concat(frames, axis=0, ignore_index=True)
     return out.set_index(plan.index) if plan.index else out
 

@@ -41,3 +41,40 @@ class FileRef:
     etag: str | None = None
     path: GalleryPath | None = None
     version_id: str | None = None
+
+
+def find_gallery_path(url: str) -> GalleryPath | None:
+    """The :class:`GalleryPath` of a URL whose gallery may sit under any prefix, or ``None``.
+
+    For files named by a user (a URL or a glob, a local mirror under ``/data/mirror/``): the
+    path's suffixes are tried from the longest down until one parses as a known product. This
+    is the one place a URL is parsed into gallery fields; listings parse keys directly.
+
+    >>> find_gallery_path("/data/mirror/cpg0016-jump/source_4/workspace/profiles/B1/P1/P1.parquet").plate
+    'P1'
+    >>> find_gallery_path("/tmp/table.csv") is None
+    True
+    """
+    from .errors import CPGError
+    from .layout import parse_key
+
+    scheme, sep, rest = url.split("?", 1)[0].partition("://")
+    segs = [s for s in (rest if sep else scheme).split("/") if s]
+    for i in range(max(len(segs) - 2, 0)):
+        try:
+            gp = parse_key("/".join(segs[i:]))
+        except (CPGError, ValueError):
+            continue
+        if gp.product != "other":
+            return gp
+    return None
+
+
+def ref_from_url(url: str) -> FileRef:
+    """A :class:`FileRef` for a URL given by a user (never listed: no size or ETag).
+
+    >>> ref_from_url("s3://b/cpg0016-jump/source_4/workspace/profiles/B1/P1/P1.parquet").path.batch
+    'B1'
+    """
+    path = find_gallery_path(url)
+    return FileRef(key=path.key if path is not None else url, url=url, path=path)

@@ -27,41 +27,24 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from . import layout
-from .errors import ParameterError, not_found
+from .errors import not_found
+from .refs import FileRef
 from .storage import Entry, Storage
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ALL",
-    "ENTRY_PRODUCTS",
-    "TABLE_ENTRIES",
     "Gallery",
     "PlateProduct",
     "choose_assembled_variant",
     "choose_variant",
-    "is_table",
     "match_names",
-    "validate_params",
+    "newest_version",
 ]
 
 #: The value that means "every batch / every plate".
 ALL = "*"
-
-#: Catalog entry name -> layout product whose base folder tells that the entry exists.
-ENTRY_PRODUCTS: dict[str, str] = {
-    "profiles": "profiles",
-    "load_data": "load_data",
-    "analysis": "analysis",
-    "backend": "backend",
-    "platemaps": "barcode_platemap",
-    "dl_profiles": "dl_profiles",
-    "embeddings": "embeddings",
-    "profiles_assembled": "profiles_assembled",
-}
-
-#: The entries that load as tables (``profiles_assembled`` is a catalog of subsets).
-TABLE_ENTRIES = tuple(n for n in ENTRY_PRODUCTS if n != "profiles_assembled")
 
 _PROJECT_RE = re.compile(r"^cpg\d{4}(-[A-Za-z0-9_.-]+)?$")
 _ACCESSION_RE = re.compile(r"^cpg\d{4}$")
@@ -135,12 +118,22 @@ def choose_assembled_variant(variants: Iterable[str], manifest_variant: str | No
     return max(vs, key=lambda v: (v.count("_"), [-ord(c) for c in v]))
 
 
+def newest_version(versions: Iterable[str]) -> str | None:
+    """The newest of some version folder names (the one rule; see :func:`layout.version_key`).
+
+    >>> newest_version(["v1.0", "v1.0b", "v1.0a"]), newest_version([])
+    ('v1.0b', None)
+    """
+    return max(versions, key=layout.version_key, default=None)
+
+
 @dataclass(frozen=True)
 class PlateProduct:
     """What one per-plate product of one source holds (from its listings).
 
     ``files`` maps a variant (``""`` for the bare file) to its file-name pattern, with
-    ``{plate}`` standing for the plate name, learnt from sample plate folders.
+    ``{plate}`` standing for the plate name, learnt from sample plate folders (shown in the
+    catalog's metadata); ``extensions`` maps it to the file extension keys are built with.
     """
 
     product: str
@@ -150,6 +143,7 @@ class PlateProduct:
     files: Mapping[str, str] = field(default_factory=dict)
     models: tuple[str, ...] = ()
     fixed: Mapping[str, str] = field(default_factory=dict)
+    extensions: Mapping[str, str] = field(default_factory=dict)
 
     def folder(self, batch: str, plate: str | None = None) -> str:
         """The folder of a batch, or of one plate in it (through the layout table)."""
@@ -164,12 +158,11 @@ class PlateProduct:
         return sorted({p for ps in self.plates.values() for p in ps})
 
     def select(self, batch: str, plate: str, where: str) -> list[tuple[str, str]]:
-        """``(batch, plate)`` pairs for a batch and a plate (each a name or a glob).
+        """``(batch, plate)`` pairs for a batch and a plate (each a name or a glob, already
+        validated by the caller).
 
         Raises :class:`ProductNotFoundError` naming what exists when nothing matches.
         """
-        layout.validate_name(batch, "batch", allow_glob=True)
-        layout.validate_name(plate, "plate", allow_glob=True)
         batches = match_names(batch, self.batches)
         if not batches:
             raise not_found("batch", batch, self.batches, where)
@@ -179,11 +172,6 @@ class PlateProduct:
             cands = self.plates.get(batches[0], ()) if len(batches) == 1 else self.all_plates()
             raise not_found("plate", plate, cands, f"{where} ({scope})")
         return pairs
-
-
-def is_table(filename: str) -> bool:
-    """Whether a file name has a loadable table extension (``parquet``, ``csv.gz``, ...)."""
-    return layout.split_ext(filename)[1] in _TABLE_EXTENSIONS
 
 
 def _rank(filename: str) -> int:
@@ -200,7 +188,7 @@ class Gallery:
     >>> g = Gallery(Storage(str(d)))
     >>> g.projects()
     ['cpg0016-jump']
-    >>> g.products("cpg0016-jump", "source_4")
+    >>> sorted(g.present("cpg0016-jump", "source_4", ["profiles", "analysis"]))
     ['profiles']
     """
 
@@ -210,6 +198,21 @@ class Gallery:
     # -- names ----------------------------------------------------------------------------
     def _dirs(self, prefix: str) -> list[str]:
         return [e.name for e in self.storage.ls(prefix) if e.is_dir]
+
+    @staticmethod
+    def is_table(filename: str | None) -> bool:
+        """Whether a file name has a loadable table extension (``parquet``, ``csv.gz``, ...)."""
+        return filename is not None and layout.split_ext(filename)[1] in _TABLE_EXTENSIONS
+
+    def ref(self, key: str, entry: Entry | None = None) -> FileRef:
+        """The :class:`FileRef` of a key (size and ETag from its listing entry, when listed)."""
+        return FileRef(
+            key=key,
+            url=self.storage.url(key),
+            size=entry.size if entry is not None else None,
+            etag=entry.etag if entry is not None else None,
+            path=layout.parse_key(key),
+        )
 
     def projects(self) -> list[str]:
         """Project folders at the root (``cpgNNNN-...``); other top-level items are skipped."""
@@ -239,34 +242,45 @@ class Gallery:
         layout.validate_name(project, "project")
         return sorted(self._dirs(project))
 
-    def products(self, project: str, source: str) -> list[str]:
-        """Catalog entry names present in a source, in the order of :data:`ENTRY_PRODUCTS`."""
+    def present(self, project: str, source: str, products: Iterable[str]) -> set[str]:
+        """Which of the layout ``products`` have their base folder in a source (at most three
+        listings: the source, then ``workspace/`` and ``workspace_dl/`` concurrently)."""
         top = f"{layout.validate_name(project, 'project')}/{layout.validate_name(source, 'source')}"
         stages = set(self._dirs(top))
-        bases = {e: layout.PRODUCT_SPECS[p].base for e, p in ENTRY_PRODUCTS.items()}
+        bases = {p: layout.PRODUCT_SPECS[p].base for p in products}
         listing = self.storage.ls_many(
             f"{top}/{b[0]}" for b in sorted(set(bases.values())) if len(b) > 1 and b[0] in stages
         )
         second = {
             p.rsplit("/", 1)[-1]: {e.name for e in es if e.is_dir} for p, es in listing.items()
         }
-        return [
-            entry
-            for entry, base in bases.items()
+        return {
+            product
+            for product, base in bases.items()
             if base and base[0] in stages and (len(base) == 1 or base[1] in second.get(base[0], ()))
-        ]
+        }
 
     def base_prefix(self, project: str, source: str, product: str, **fields: str | None) -> str:
         """The listing folder of a product (down to the first field not given)."""
         spec = layout.PRODUCT_SPECS[product]
         return spec.prefix(project=project, source=source, **fields).rstrip("/")
 
+    def batches(self, project: str, source: str, product: str) -> tuple[str, ...]:
+        """The batch folders of a product whose first level is the batch."""
+        return tuple(self._dirs(self.base_prefix(project, source, product)))
+
     # -- per-plate products -----------------------------------------------------------------
     def plate_product(
-        self, project: str, source: str, entry: str, model: str | None = None
+        self,
+        project: str,
+        source: str,
+        product: str,
+        model: str | None = None,
+        *,
+        learn_files: bool = False,
     ) -> PlateProduct:
-        """Batches, plates and file patterns of a per-plate product (see module cost model)."""
-        product = ENTRY_PRODUCTS[entry]
+        """Batches, plates and (with ``learn_files``) file patterns of a per-plate product
+        (see the module's cost model)."""
         fixed = {"project": project, "source": source}
         models: tuple[str, ...] = ()
         if "model" in layout.PRODUCT_SPECS[product].levels:
@@ -277,7 +291,6 @@ class Gallery:
                         product, self.base_prefix(project, source, product), (), {}, {}, (), fixed
                     )
                 model = models[0]
-            layout.validate_name(model, "model")
             if model not in models:
                 raise not_found("model", model, models, self.base_prefix(project, source, product))
             fixed["model"] = model
@@ -287,89 +300,83 @@ class Gallery:
         listing = self.storage.ls_many(pp.folder(b) for b in batches)
         plates = {b: tuple(e.name for e in listing[pp.folder(b)] if e.is_dir) for b in batches}
         files: dict[str, str] = {}
-        if entry in ("profiles", "load_data", "backend", "dl_profiles"):
+        extensions: dict[str, str] = {}
+        if learn_files:
             samples = {pp.folder(b, ps[0]): ps[0] for b, ps in plates.items() if ps}
             for folder, entries in self.storage.ls_many(samples).items():
                 plate = samples[folder]
                 for e in entries:
-                    if e.is_dir or not is_table(e.name):
+                    if e.is_dir or not self.is_table(e.name):
                         continue
                     parsed = layout.parse_key(e.key)
                     if parsed.product != product or parsed.plate not in (plate, None):
                         continue
                     variant = parsed.variant or ""
-                    pattern = e.name.replace(plate, "{plate}")
                     if variant not in files or _rank(e.name) < _rank(files[variant]):
-                        files[variant] = pattern
-        return PlateProduct(product, prefix, batches, plates, files, models, fixed)
+                        files[variant] = e.name.replace(plate, "{plate}")  # shown, not used
+                        extensions[variant] = parsed.extension or ""
+        return PlateProduct(product, prefix, batches, plates, files, models, fixed, extensions)
 
-    def plate_keys(
-        self, pp: PlateProduct, pairs: list[tuple[str, str]], variant: str, where: str
-    ) -> list[str]:
-        """Keys of one file per selected plate, following the learnt file-name pattern."""
-        if variant not in pp.files:
-            raise not_found(
-                "variant", variant or "(bare file)", [v or "(bare file)" for v in pp.files], where
-            )
-        pattern = pp.files[variant]
-        return [f"{pp.folder(b, p)}/{pattern.replace('{plate}', p)}" for b, p in pairs]
+    def plate_file(self, pp: PlateProduct, batch: str, plate: str, variant: str) -> FileRef:
+        """The file of one plate and variant, following the convention learnt from a sample
+        plate (no listing of the plate folder)."""
+        key = layout.format_key(
+            pp.product,
+            **pp.fixed,
+            batch=batch,
+            plate=plate,
+            variant=variant or None,
+            extension=pp.extensions[variant],
+        )
+        return self.ref(key)
 
-    def subtree_keys(
-        self, pp: PlateProduct, pairs: list[tuple[str, str]], keep: Callable[[Entry], bool]
-    ) -> list[str]:
-        """Keys below each selected plate folder for which ``keep(entry)`` is true (listed)."""
+    def subtree_files(
+        self, pp: PlateProduct, pairs: list[tuple[str, str]], keep: Callable[[FileRef], bool]
+    ) -> list[FileRef]:
+        """Files below each selected plate folder for which ``keep(ref)`` is true (listed)."""
         found = self.storage.find_many(pp.folder(b, p) for b, p in pairs)
-        keys = [e.key for entries in found.values() for e in entries if keep(e)]
-        return sorted(keys)
+        refs = [self.ref(e.key, e) for entries in found.values() for e in entries]
+        return sorted((r for r in refs if keep(r)), key=lambda r: r.key)
 
     # -- platemaps --------------------------------------------------------------------------
-    def platemap_batches(self, project: str, source: str) -> tuple[str, ...]:
-        return tuple(self._dirs(self.base_prefix(project, source, "barcode_platemap")))
-
-    def platemap_keys(self, project: str, source: str, batch: str) -> dict[str, str]:
-        """``{name: key}`` of a batch's platemap tables: ``barcode_platemap`` and each platemap."""
-        ids = {"project": project, "source": source, "batch": batch}
+    def platemap_files(
+        self, project: str, source: str, batch: str, products: tuple[str, str]
+    ) -> dict[str, FileRef]:
+        """``{name: ref}`` of a batch's platemap tables: the barcode table under its product
+        name (``products[0]``), each platemap (``products[1]``) under its own name."""
+        barcode, platemap = products
         keys = {}
-        for e in self.storage.ls(
-            self.base_prefix(project, source, "barcode_platemap", batch=batch)
-        ):
-            if not e.is_dir and layout.parse_key(e.key).product == "barcode_platemap":
-                keys["barcode_platemap"] = e.key
-        for e in self.storage.ls(self.base_prefix(product="platemap", **ids)):
-            parsed = layout.parse_key(e.key)
-            if not e.is_dir and parsed.product == "platemap" and parsed.variant:
-                keys[parsed.variant] = e.key
+        for e in self.storage.ls(self.base_prefix(project, source, barcode, batch=batch)):
+            if not e.is_dir and layout.parse_key(e.key).product == barcode:
+                keys[barcode] = self.ref(e.key, e)
+        for e in self.storage.ls(self.base_prefix(project, source, platemap, batch=batch)):
+            ref = self.ref(e.key, e)
+            if not e.is_dir and ref.path.product == platemap and ref.path.variant:
+                keys[ref.path.variant] = ref
         return keys
 
     # -- assembled profiles -----------------------------------------------------------------
-    def assembled(self, project: str, source: str) -> dict[str, dict[str, dict[str, str]]]:
-        """``{subset: {version: {variant: key}}}`` of ``profiles_assembled`` (concurrent listings)."""
-        product = "profiles_assembled"
+    def assembled(
+        self, project: str, source: str, product: str
+    ) -> dict[str, dict[str, dict[str, FileRef]]]:
+        """``{subset: {version: {variant: ref}}}`` of an assembled product (concurrent listings)."""
         subsets = self._dirs(self.base_prefix(project, source, product))
         folders = {s: self.base_prefix(project, source, product, subset=s) for s in subsets}
         versions = self.storage.ls_many(folders.values())
         files = self.storage.ls_many(e.key for es in versions.values() for e in es if e.is_dir)
-        out: dict[str, dict[str, dict[str, str]]] = {}
+        out: dict[str, dict[str, dict[str, FileRef]]] = {}
         for s in subsets:
-            found: dict[str, dict[str, str]] = {}
+            found: dict[str, dict[str, FileRef]] = {}
             for v in (e for e in versions[folders[s]] if e.is_dir):
                 variants = {}
                 for f in files[v.key]:
-                    parsed = layout.parse_key(f.key)
-                    if not f.is_dir and is_table(f.name) and parsed.product == product:
-                        variants[parsed.variant or ""] = f.key
+                    if f.is_dir or not self.is_table(f.name):
+                        continue
+                    ref = self.ref(f.key, f)
+                    if ref.path.product == product:
+                        variants[ref.path.variant or ""] = ref
                 if variants:
                     found[v.name] = variants
             if found:
                 out[s] = found
         return out
-
-
-def validate_params(params: Mapping[str, object]) -> None:
-    """Reject parameter values that are not plain names or globs before any request is made."""
-    for k, v in params.items():
-        if v is None or k in ("variant",) and v == "":
-            continue
-        if not isinstance(v, str):
-            raise ParameterError(f"parameter {k!r} must be a string, got {type(v).__name__} {v!r}")
-        layout.validate_name(v, k, allow_glob=k in ("batch", "plate"))

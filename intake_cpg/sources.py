@@ -18,31 +18,34 @@ from typing import Any
 import dask
 import dask.dataframe as dd
 import fsspec
-import numpy as np
 import pandas as pd
 from intake.source.base import DataSource, Schema
 
 from . import readers
+from .entries import ENTRY_TABLE, partition_refs
 from .errors import ParameterError
 from .footer_cache import resolve_footer_cache
-from .readers import PATH_COLUMNS, SCHEMA_MODES, FileSchema, ReadPlan
+from .planner import ReadOptions, plan_read
+from .readers import SCHEMA_MODES, FileSchema, ReadPlan
+from .refs import FileRef, ref_from_url
 from .storage import filesystem
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ProfilesSource", "ANALYSIS_FILES_PER_PARTITION"]
 
-#: Default number of per-object ``analysis`` CSVs (same plate and compartment) per partition.
-ANALYSIS_FILES_PER_PARTITION = 100
+#: Default number of per-object ``analysis`` CSVs (same plate and compartment) per partition
+#: (the ``analysis`` row's partitioning in the entry table).
+ANALYSIS_FILES_PER_PARTITION = ENTRY_TABLE["analysis"].partitioning.files_per_partition
 #: Concurrent footer/header reads for ``schema="union"``/``"intersection"``.
 SCHEMA_READ_THREADS = 16
 _GLOB_CHARS = set("*?[")
 
 
 class PartitionReader:
-    """The function dask calls on a worker: file URLs in, one pandas partition out.
+    """The function dask calls on a worker: file references in, one pandas partition out.
 
-    It carries URLs, storage options and the :class:`~intake_cpg.readers.ReadPlan` only, never
+    It carries file references, storage options and the :class:`~intake_cpg.readers.ReadPlan` only, never
     data. It supports dask's column projection, so ``ddf[["a", "b"]]`` reads two columns.
     """
 
@@ -74,11 +77,13 @@ class PartitionReader:
         )
         return PartitionReader(plan, {c: self.origins.get(c, c) for c in keep})
 
-    def __call__(self, urls: Sequence[str], columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """Read the partition of ``urls``; dask passes ``columns`` when it projects."""
+    def __call__(
+        self, refs: Sequence[FileRef], columns: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Read the partition of ``refs``; dask passes ``columns`` when it projects."""
         if columns is not None and list(columns) != self.columns:
-            return self.project_columns(columns)(urls)
-        return readers.read_partition(urls, self.plan)
+            return self.project_columns(columns)(refs)
+        return readers.read_partition(refs, self.plan)
 
     def __dask_tokenize__(self) -> Any:
         from dask.base import tokenize
@@ -107,7 +112,8 @@ class ProfilesSource(DataSource):
     ----------
     urlpath:
         One URL, a list of URLs, or a glob (``s3://bucket/.../*/*.parquet``; expanded once,
-        on the client).
+        on the client). A list of :class:`~intake_cpg.refs.FileRef` (what the catalog's
+        selectors return) is taken as it is.
     columns:
         Columns to load (names as in the file, plus path-derived ``Metadata_*``). Only these
         columns' bytes are transferred and decoded.
@@ -177,7 +183,7 @@ class ProfilesSource(DataSource):
 
     def __init__(
         self,
-        urlpath: str | list[str],
+        urlpath: str | list[str] | list[FileRef],
         columns: list[str] | None = None,
         filters: Any = None,
         index: str | None = None,
@@ -193,10 +199,18 @@ class ProfilesSource(DataSource):
         footer_cache: Any = None,
         **kwargs: Any,
     ) -> None:
+        refs: list[FileRef] | None = None
         if isinstance(urlpath, str):
             urls = [urlpath]
         elif isinstance(urlpath, Sequence) and urlpath and all(isinstance(u, str) for u in urlpath):
             urls = list(urlpath)
+        elif (
+            isinstance(urlpath, Sequence)
+            and urlpath
+            and all(isinstance(u, FileRef) for u in urlpath)
+        ):
+            refs = list(dict.fromkeys(urlpath))
+            urls = [r.url for r in refs]
         else:
             raise ParameterError(
                 f"urlpath must be a URL, a glob or a non-empty list of URLs, got {urlpath!r}"
@@ -237,15 +251,16 @@ class ProfilesSource(DataSource):
         self.files_per_partition = files_per_partition
         self.format = format
         self.footer_cache = resolve_footer_cache(footer_cache)
-        self._urls: list[str] | None = None
-        self._parts: list[tuple[str, ...]] | None = None
+        self._refs: list[FileRef] | None = refs
+        self._parts: list[tuple[FileRef, ...]] | None = None
         self._reader: PartitionReader | None = None
         self._meta: pd.DataFrame | None = None
 
     # -- files and partitions -----------------------------------------------------------
-    def _expand_urls(self) -> list[str]:
-        if self._urls is not None:
-            return self._urls
+    def _expand(self) -> list[FileRef]:
+        """The files, as references made once here (globs expanded, URLs parsed)."""
+        if self._refs is not None:
+            return self._refs
         out: list[str] = []
         for url in self.urlpath:
             if not (_GLOB_CHARS & set(url)):
@@ -259,24 +274,8 @@ class ProfilesSource(DataSource):
                     f"no files match {url!r}; check the pattern (and storage_options)"
                 )
             out.extend(f"{protocol}://{h}" if protocol else h for h in hits)
-        self._urls = list(dict.fromkeys(out))
-        return self._urls
-
-    def _group(self, urls: list[str]) -> list[tuple[str, ...]]:
-        parts: list[tuple[str, ...]] = []
-        run: list[str] = []
-        run_key: Any = object()
-        for url in urls:
-            key, default = _group_key(url)
-            size = self.files_per_partition or default
-            if run and (key != run_key or len(run) >= size):
-                parts.append(tuple(run))
-                run = []
-            run.append(url)
-            run_key = key
-        if run:
-            parts.append(tuple(run))
-        return parts
+        self._refs = [ref_from_url(u) for u in dict.fromkeys(out)]
+        return self._refs
 
     # -- schema -------------------------------------------------------------------------
     def _read_schemas(self, urls: list[str]) -> list[FileSchema]:
@@ -293,91 +292,28 @@ class ProfilesSource(DataSource):
         return [first, *rest]
 
     def _get_schema(self) -> Schema:
-        urls = self._expand_urls()
-        parts = self._group(urls)
-        schemas = self._read_schemas(urls)
-        file_dtypes = readers.combine_schemas(schemas, self.schema_mode)
-        first = schemas[0]
-
-        # full output columns: path-derived first (when missing), then the file's, lists expanded
-        derived = readers.path_fields(urls[0]) if self.path_metadata else {}
-        added = [c for c in PATH_COLUMNS if c in derived and c not in file_dtypes]
-        path_columns = tuple(
-            c for c in PATH_COLUMNS if c in added or (self.path_metadata and c in file_dtypes)
-        )
-        widths: dict[str, int] = {}
-        out: dict[str, Any] = dict.fromkeys(added, readers.STRING_DTYPE)
-        origins: dict[str, str] = {c: c for c in added}
-        for c, dt in file_dtypes.items():
-            if self.expand_embeddings and c in first.list_widths:
-                k = first.list_widths[c]
-                if k is None:
-                    raise ParameterError(
-                        f"cannot expand list column {c!r}: the first row of {first.url} is empty; "
-                        "load with expand_embeddings=False"
-                    )
-                widths[c] = k
-                for j in range(k):
-                    out[f"{c}_{j}"] = first.list_dtypes.get(c, np.dtype("float64"))
-                    origins[f"{c}_{j}"] = c
-            else:
-                out[c] = dt
-                origins[c] = c
-
-        if self.columns is not None:
-            selected: list[str] = []
-            unknown = []
-            for c in self.columns:
-                if c in out:
-                    selected.append(c)
-                elif c in widths:
-                    selected.extend(f"{c}_{j}" for j in range(widths[c]))
-                else:
-                    unknown.append(c)
-            if unknown:
-                raise readers.unknown_columns_error(unknown, list(out), urls[0])
-        else:
-            selected = list(out)
-        if self.index:
-            if self.index not in out:
-                raise readers.unknown_columns_error([self.index], list(out), urls[0])
-            if self.index not in selected:
-                selected.append(self.index)
-        for col, _, _ in (t for conj in readers._dnf(self.filters) for t in conj):
-            if col not in out:
-                raise readers.unknown_columns_error([col], list(out), urls[0])
-
-        meta = pd.DataFrame({c: pd.Series([], dtype=out[c]) for c in selected})
-        needed = {origins[c] for c in selected}
-        expected = tuple(c for c in file_dtypes if c in needed)
-        plan = ReadPlan(
-            meta=meta,
-            expected=expected,
-            mode=self.schema_mode,
-            storage_options=self.storage_options,
-            format=self.format,
-            filters=self.filters or None,
-            path_columns=tuple(c for c in path_columns if c in selected),
-            list_widths={c: k for c, k in widths.items() if c in needed},
-            expected_dtypes={c: file_dtypes[c] for c in expected},
-            check_extra=self.columns is None,
+        refs = self._expand()
+        parts = partition_refs(refs, self.files_per_partition)
+        schemas = self._read_schemas([r.url for r in refs])
+        options = ReadOptions(
+            columns=tuple(self.columns) if self.columns is not None else None,
+            filters=self.filters,
             index=self.index,
+            schema=self.schema_mode,
+            path_metadata=self.path_metadata,
+            expand_embeddings=self.expand_embeddings,
+            format=self.format,
+            storage_options=self.storage_options,
             footer_cache=self.footer_cache,
         )
+        planned = plan_read(schemas, refs[0].path, len(refs), options)
         self._parts = parts
-        self._reader = PartitionReader(plan, {c: origins[c] for c in selected})
-        self._meta = meta.set_index(self.index) if self.index else meta
-        rows = None
-        if (
-            not self.filters
-            and all(s.num_rows is not None for s in schemas)
-            and len(schemas) == len(urls)
-        ):
-            rows = sum(s.num_rows for s in schemas)  # type: ignore[misc]
+        self._reader = PartitionReader(planned.plan, planned.origins)
+        self._meta = planned.meta
         return Schema(
             datashape=None,
             dtype={c: str(t) for c, t in self._meta.dtypes.items()},
-            shape=(rows, len(self._meta.columns)),
+            shape=(planned.num_rows, len(self._meta.columns)),
             npartitions=len(parts),
             extra_metadata={},
         )
@@ -410,17 +346,3 @@ class ProfilesSource(DataSource):
     def _close(self) -> None:
         self._reader = None
         self._schema = None
-
-
-def _group_key(url: str) -> tuple[Any, int]:
-    """Files that may share a partition have equal keys; and their default group size."""
-    gp = readers.gallery_path(url)
-    if gp is not None and gp.product == "analysis":
-        return (
-            "analysis",
-            gp.source,
-            gp.batch,
-            gp.plate,
-            gp.filename,
-        ), ANALYSIS_FILES_PER_PARTITION
-    return None, 1

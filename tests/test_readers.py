@@ -301,12 +301,15 @@ def test_combine_schemas_modes():
 
 
 def test_path_fields_under_any_prefix():
-    assert readers.path_fields(str(BR37)) == {
+    # a user-given URL is parsed once, into its FileRef; the readers take the parsed path
+    from intake_cpg.refs import ref_from_url
+
+    assert readers.path_values(ref_from_url(str(BR37)).path) == {
         "Metadata_Source": "source_4",
         "Metadata_Batch": "2021_04_26_Batch1",
         "Metadata_Plate": "BR00117037",
     }
-    assert readers.path_fields("/tmp/somewhere/table.parquet") == {}
+    assert readers.path_values(ref_from_url("/tmp/somewhere/table.parquet").path) == {}
 
 
 # -- partitions under a plan -------------------------------------------------------------
