@@ -36,6 +36,8 @@ from .refs import FileRef
 from .resolve import ALL, Gallery, PlateProduct, choose_variant, match_names, newest_version
 
 __all__ = [
+    "ANALYSIS_FILES_PER_PARTITION",
+    "COMPARTMENTS",
     "ENTRY_TABLE",
     "EntryRow",
     "EntryTable",
@@ -242,11 +244,22 @@ def _given_variant(pp: PlateProduct, params: Bound) -> str:
     return params.get("variant") or ""
 
 
-def _table_variant(pp: PlateProduct, params: Bound) -> str:
-    """load_data/backend: the ``with_illum`` file when there is one, else the first."""
-    if not pp.files:
-        raise not_found("table file", "*", [], pp.prefix)
-    return ([v for v in pp.files if "with_illum" in v] or sorted(pp.files))[0]
+def _select_listed_per_plate(row: str) -> Any:
+    """load_data/backend: each plate's ``with_illum`` table when it has one, else its first
+    (listed per plate: the extension changes between plates, e.g. csv and csv.gz)."""
+
+    def select(view: SourceView, params: Bound) -> list[FileRef]:
+        pp, pairs = _plates(row, view, params, learn_files=False)
+        out = []
+        for (b, p), refs in zip(pairs, view.gallery.plate_tables(pp, pairs), strict=True):
+            if not refs:
+                raise not_found("table file", "*", [], f"{view.where(row)} ({b}/{p})")
+            illum = [r for r in refs if "with_illum" in (r.path.variant or "")]
+            by_variant = sorted(refs, key=lambda r: r.path.variant or "")
+            out.append((illum or [by_variant[0]])[0])
+        return out
+
+    return select
 
 
 #: The CellProfiler object tables of ``analysis``.
@@ -255,7 +268,7 @@ COMPARTMENTS = ("Cells", "Cytoplasm", "Nuclei", "Image", "Experiment")
 
 def _select_analysis(view: SourceView, params: Bound) -> list[FileRef]:
     pp, pairs = _plates("analysis", view, params, learn_files=False)
-    comp = params.get("compartment") or "Cells"
+    comp = params.get("compartment") or ENTRY_TABLE["analysis"].param("compartment").default
     refs = view.gallery.subtree_files(
         pp, pairs, lambda r: r.path.variant == comp and Gallery.is_table(r.path.filename)
     )
@@ -282,7 +295,7 @@ def _select_platemaps(view: SourceView, params: Bound) -> list[FileRef]:
     chosen = match_names(params.get("batch") or ALL, batches)
     if not chosen:
         raise not_found("batch", params.get("batch"), batches, where)
-    name = params.get("platemap") or "barcode_platemap"
+    name = params.get("platemap") or ENTRY_TABLE["platemaps"].param("platemap").default
     refs = []
     for b in chosen:
         tables = view.gallery.platemap_files(
@@ -390,8 +403,11 @@ def _subset_variants(view: SourceView, bound: Bound) -> list[str]:
     return sorted({v for vs in versions.values() for v in vs})
 
 
+#: Default number of per-object ``analysis`` CSVs (same plate and compartment) per partition.
+ANALYSIS_FILES_PER_PARTITION = 100
 _ANALYSIS_GROUP = Partitioning(
-    files_per_partition=100, group=lambda p: (p.source, p.batch, p.plate, p.filename)
+    files_per_partition=ANALYSIS_FILES_PER_PARTITION,
+    group=lambda p: (p.source, p.batch, p.plate, p.filename),
 )
 
 #: The rows, in the order a source lists its entries.
@@ -420,7 +436,7 @@ ENTRY_TABLE = EntryTable(
             ("load_data",),
             "CellProfiler LoadData CSVs (image paths and metadata per site)",
             (_batch("load_data"), _PLATE),
-            _select_per_plate("load_data", _table_variant),
+            _select_listed_per_plate("load_data"),
             cli_path=("batch", "plate"),
             metadata=_plate_metadata("load_data"),
         ),
@@ -448,7 +464,7 @@ ENTRY_TABLE = EntryTable(
             ("backend",),
             "well-level backend tables",
             (_batch("backend"), _PLATE),
-            _select_per_plate("backend", _table_variant),
+            _select_listed_per_plate("backend"),
             cli_path=("batch", "plate"),
             metadata=_plate_metadata("backend"),
         ),

@@ -330,6 +330,21 @@ class Gallery:
         )
         return self.ref(key)
 
+    def plate_tables(self, pp: PlateProduct, pairs: list[tuple[str, str]]) -> list[list[FileRef]]:
+        """The table files of each selected plate folder, best extension first (one listing per
+        plate, concurrent): for products whose file names vary from plate to plate."""
+        listing = self.storage.ls_many(pp.folder(b, p) for b, p in pairs)
+        out = []
+        for b, p in pairs:
+            refs = [
+                self.ref(e.key, e)
+                for e in listing[pp.folder(b, p)]
+                if not e.is_dir and self.is_table(e.name)
+            ]
+            refs = [r for r in refs if r.path.product == pp.product]
+            out.append(sorted(refs, key=lambda r: (_rank(r.path.filename), r.key)))
+        return out
+
     def subtree_files(
         self, pp: PlateProduct, pairs: list[tuple[str, str]], keep: Callable[[FileRef], bool]
     ) -> list[FileRef]:

@@ -22,7 +22,7 @@ import pandas as pd
 from intake.source.base import DataSource, Schema
 
 from . import readers
-from .entries import ENTRY_TABLE, partition_refs
+from .entries import ANALYSIS_FILES_PER_PARTITION, partition_refs
 from .errors import ParameterError
 from .footer_cache import resolve_footer_cache
 from .planner import ReadOptions, plan_read
@@ -34,9 +34,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ProfilesSource", "ANALYSIS_FILES_PER_PARTITION"]
 
-#: Default number of per-object ``analysis`` CSVs (same plate and compartment) per partition
-#: (the ``analysis`` row's partitioning in the entry table).
-ANALYSIS_FILES_PER_PARTITION = ENTRY_TABLE["analysis"].partitioning.files_per_partition
 #: Concurrent footer/header reads for ``schema="union"``/``"intersection"``.
 SCHEMA_READ_THREADS = 16
 _GLOB_CHARS = set("*?[")

@@ -1,0 +1,121 @@
+"""One contract, run for every row of the entry table on the demo gallery (local and loopback S3).
+
+A row must: have a selector; have demo data (some source of the demo holds its product); list
+the allowed values of its listed parameters; select keys that parse back to its product; load;
+freeze with ``save`` and re-open through ``intake.open_catalog`` with the same result. A row
+added without one of these fails here (see the bogus-row tests at the end).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import intake
+import pandas as pd
+import pytest
+
+from intake_cpg import storage
+from intake_cpg.entries import ENTRY_TABLE, EntryRow, EntryTable, SourceView, describe_row
+from intake_cpg.layout import parse_key
+from intake_cpg.resolve import Gallery
+
+
+def _demo_source(gallery: Gallery, row: EntryRow) -> tuple[str, str]:
+    for project in gallery.projects():
+        for source in gallery.sources(project):
+            if row.product in gallery.present(project, source, [row.product]):
+                return project, source
+    raise AssertionError(f"entry row {row.name!r}: no demo data (no source holds {row.product!r})")
+
+
+def _head(src: Any) -> pd.DataFrame:
+    return src.to_dask().head(5, npartitions=-1).reset_index(drop=True)
+
+
+def check_row(row: EntryRow, root: str, options: dict[str, Any] | None, tmp_path: Any) -> None:
+    """Assert the contract for one row (AssertionError naming the row and the broken part)."""
+    assert row.select is not None, f"entry row {row.name!r} has no selector"
+    assert row.cli_path, f"entry row {row.name!r} has no CLI path"
+    st = storage.get_storage(root, options)
+    gallery = Gallery(st)
+    project, source = _demo_source(gallery, row)
+    view = SourceView(gallery, project, source)
+
+    # parameters list their allowed values
+    bound: dict[str, Any] = {}
+    if row.output == "catalog":
+        first = row.params[0].resolve(view, {})
+        assert first.allowed, f"{row.name}: catalog row lists no {first.name}"
+        bound = {first.name: first.allowed[0]}
+    params, _ = describe_row(row, view, bound)
+    for p in params:
+        if row.param(p.name).allowed is not None:
+            assert p.allowed, f"{row.name}: parameter {p.name!r} lists no allowed values"
+    values = {**bound, **{p.name: p.default for p in params if p.default is not None}}
+    if row.output == "catalog":  # a child's default variant must exist in its default version
+        values["variant"] = next(iter(_variants_of(row, view, values)))
+
+    # every selected key parses back to the row's product
+    refs = row.select(view, values)
+    assert refs, f"{row.name}: the selector chose no file for the defaults {values}"
+    for ref in refs:
+        assert parse_key(ref.key).product in row.products, (row.name, ref.key)
+        assert ref.path is not None and ref.path.product in row.products, (row.name, ref.key)
+        assert ref.url == st.url(ref.key)
+
+    # it loads, through the catalog
+    level = intake.open_cpg(root, storage_options=options)[project][source]
+    if row.output == "catalog":
+        level = level[row.name]
+        name = bound[row.params[0].name]
+    else:
+        name = row.name
+    assert name in list(level), f"{row.name}: the catalog does not list {name!r}"
+    head = _head(level[name])
+    assert len(head) and len(head.columns), f"{row.name}: loaded nothing"
+
+    # it freezes and re-opens with the same result
+    path = tmp_path / f"{row.name}.yaml"
+    level.save(str(path))
+    frozen = intake.open_catalog(str(path))
+    pd.testing.assert_frame_equal(_head(frozen[name]), head)
+
+
+def _variants_of(row: EntryRow, view: SourceView, values: dict[str, Any]) -> list[str]:
+    tree = view.gallery.assembled(view.project, view.source, row.product)
+    return sorted(tree[values[row.params[0].name]][values["version"]])
+
+
+@pytest.mark.parametrize("name", list(ENTRY_TABLE))
+def test_row_contract_local(name, demo_local, tmp_path):
+    check_row(ENTRY_TABLE[name], demo_local.root, None, tmp_path)
+
+
+@pytest.mark.parametrize("name", list(ENTRY_TABLE))
+def test_row_contract_s3(name, demo_s3, s3_options, tmp_path):
+    check_row(ENTRY_TABLE[name], "s3://cpg-demo", s3_options, tmp_path)
+
+
+# -- a row missing a piece fails the contract ----------------------------------------------------
+def test_a_row_without_a_selector_fails(demo_local, tmp_path):
+    bogus = replace(ENTRY_TABLE["profiles"], name="profiles_copy", select=None)
+    table = EntryTable([*ENTRY_TABLE.values(), bogus])
+    with pytest.raises(AssertionError, match="no selector"):
+        check_row(table["profiles_copy"], demo_local.root, None, tmp_path)
+
+
+def test_a_row_without_demo_data_fails(demo_local, tmp_path):
+    bogus = replace(ENTRY_TABLE["profiles"], name="qc", products=("quality_control",))
+    table = EntryTable([*ENTRY_TABLE.values(), bogus])
+    with pytest.raises(AssertionError, match="no demo data"):
+        check_row(table["qc"], demo_local.root, None, tmp_path)
+
+
+def test_table_is_read_only_and_names_its_rows():
+    with pytest.raises(TypeError):
+        ENTRY_TABLE["x"] = ENTRY_TABLE["profiles"]  # type: ignore[index]
+    with pytest.raises(KeyError, match="did you mean 'analysis'"):
+        ENTRY_TABLE["analysys"]
+    # the compartments exist once: the analysis row's allowed values include Experiment
+    assert "Experiment" in ENTRY_TABLE["analysis"].param("compartment").allowed(None, {})
