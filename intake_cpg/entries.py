@@ -405,6 +405,21 @@ def _subset_variants(view: SourceView, bound: Bound) -> list[str]:
 
 #: Default number of per-object ``analysis`` CSVs (same plate and compartment) per partition.
 ANALYSIS_FILES_PER_PARTITION = 100
+
+
+def _plate_table_row(name: str, description: str) -> EntryRow:
+    """A per-plate table chosen per plate folder (load_data, backend): batch and plate params."""
+    return EntryRow(
+        name,
+        (name,),
+        description,
+        (_batch(name), _PLATE),
+        _select_listed_per_plate(name),
+        cli_path=("batch", "plate"),
+        metadata=_plate_metadata(name),
+    )
+
+
 _ANALYSIS_GROUP = Partitioning(
     files_per_partition=ANALYSIS_FILES_PER_PARTITION,
     group=lambda p: (p.source, p.batch, p.plate, p.filename),
@@ -431,14 +446,8 @@ ENTRY_TABLE = EntryTable(
             cli_path=("batch", "plate"),
             metadata=_plate_metadata("profiles", True),
         ),
-        EntryRow(
-            "load_data",
-            ("load_data",),
-            "CellProfiler LoadData CSVs (image paths and metadata per site)",
-            (_batch("load_data"), _PLATE),
-            _select_listed_per_plate("load_data"),
-            cli_path=("batch", "plate"),
-            metadata=_plate_metadata("load_data"),
+        _plate_table_row(
+            "load_data", "CellProfiler LoadData CSVs (image paths and metadata per site)"
         ),
         EntryRow(
             "analysis",
@@ -459,15 +468,7 @@ ENTRY_TABLE = EntryTable(
             cli_path=("batch", "plate"),
             metadata=_plate_metadata("analysis"),
         ),
-        EntryRow(
-            "backend",
-            ("backend",),
-            "well-level backend tables",
-            (_batch("backend"), _PLATE),
-            _select_listed_per_plate("backend"),
-            cli_path=("batch", "plate"),
-            metadata=_plate_metadata("backend"),
-        ),
+        _plate_table_row("backend", "well-level backend tables"),
         EntryRow(
             "platemaps",
             ("barcode_platemap", "platemap"),
