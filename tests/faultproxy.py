@@ -9,6 +9,9 @@ which case the rule's fault is injected instead:
 * ``"reset"``: the request is read, then the TCP connection is reset (RST, no response);
 * ``"truncate"``: the upstream response is sent with its full ``Content-Length`` but only
   half of its body, then the connection is closed;
+* ``"short"``: only the first half of the upstream body is sent, with a ``Content-Length``
+  (and ``Content-Range``) that agree with it and without checksum headers (as from a server
+  or cache that sends none): a short body no HTTP client can detect;
 * ``"slow"``: the response is delayed by ``Rule.delay`` seconds;
 * ``"hook"``: ``Rule.hook(record)`` runs before the request is forwarded (e.g. to replace the
   object being read, between two range requests of one load).
@@ -43,7 +46,7 @@ from typing import Any
 
 __all__ = ["ACTIONS", "FaultProxy", "Record", "Rule"]
 
-ACTIONS = ("500", "503", "reset", "truncate", "slow", "hook")
+ACTIONS = ("500", "503", "reset", "truncate", "short", "slow", "hook")
 
 _HOP_BY_HOP = frozenset(
     {
@@ -190,6 +193,18 @@ class FaultProxy:
         return None
 
 
+def _shortened(name: str, value: str, length: int) -> tuple[str, str]:
+    """A response header of a body cut to ``length`` bytes, consistent with the cut."""
+    if name.lower() == "content-length":
+        return name, str(length)
+    if name.lower() == "content-range":  # bytes <start>-<end>/<total>
+        unit, _, rest = value.partition(" ")
+        span, _, total = rest.partition("/")
+        start = int(span.split("-", 1)[0])
+        return name, f"{unit} {start}-{start + length - 1}/{total}"
+    return name, value
+
+
 def _handler_class(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -221,6 +236,13 @@ def _handler_class(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             if action == "hook":
                 rule.hook(record)  # type: ignore[union-attr,misc]
             status, reason, headers, payload = self._forward(method, path, body)
+            if action == "short" and method != "HEAD" and len(payload) > 1:
+                payload = payload[: len(payload) // 2]
+                headers = [
+                    _shortened(k, v, len(payload))
+                    for k, v in headers
+                    if not k.lower().startswith("x-amz-checksum")
+                ]
             record.status = status
             self.send_response_only(status, reason)
             for k, v in headers:
