@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "SchemaMismatchError": "errors",
     "DataReadError": "errors",
     "StorageError": "errors",
+    "OutOfMemoryError": "errors",
     "ProductNotFoundError": "errors",
     # layout
     "GalleryPath": "layout",

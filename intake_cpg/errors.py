@@ -18,6 +18,7 @@ __all__ = [
     "EtagMismatchError",
     "GalleryPathError",
     "ManifestError",
+    "OutOfMemoryError",
     "ParameterError",
     "ProductNotFoundError",
     "SchemaMismatchError",
@@ -56,6 +57,10 @@ class DataReadError(CPGError, OSError):
 
 class StorageError(CPGError, OSError):
     """The storage backend could not be reached or refused a request."""
+
+
+class OutOfMemoryError(CPGError, MemoryError):
+    """Reading or computing a table needed more memory than the process (or worker) had."""
 
 
 class ProductNotFoundError(CPGError, KeyError):

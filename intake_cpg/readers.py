@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,11 +32,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .errors import (
+    CPGError,
     DataReadError,
+    OutOfMemoryError,
     ParameterError,
     SchemaMismatchError,
     StorageError,
@@ -44,7 +48,13 @@ from .errors import (
 from .footer_cache import FooterCache, read_columns
 from .layout import GalleryPath
 from .refs import FileRef, ref_from_url
-from .storage import filesystem, is_transport_failure, transport_error, transport_errors
+from .storage import (
+    filesystem,
+    is_transport_failure,
+    protocol_of,
+    transport_error,
+    transport_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +74,7 @@ __all__ = [
     "read_file",
     "read_partition",
     "read_schema",
+    "typed_like",
 ]
 
 #: The one string dtype of every string column, in meta and in partitions: ``string[pyarrow]``,
@@ -79,8 +90,10 @@ PATH_COLUMNS: Mapping[str, str] = {
     "Metadata_Batch": "batch",
     "Metadata_Plate": "plate",
 }
-#: Bytes of a text file read to learn its columns and dtypes.
+#: Bytes of a text file read to learn its columns and dtypes (more when the header is longer).
 TEXT_SAMPLE_BYTES = 256 * 1024
+#: Reads of a whole text file whose body arrives shorter than the object's size.
+SHORT_READ_ATTEMPTS = 3
 
 _COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
 _TEXT_SEPS = {"csv": ",", "tsv": "\t", "txt": "\t"}
@@ -95,6 +108,7 @@ _READ_ERRORS: tuple[type[BaseException], ...] = (
     EOFError,
     ValueError,
     OSError,
+    MemoryError,
 )
 
 
@@ -184,6 +198,81 @@ class FileSchema:
         return tuple(self.dtypes)
 
 
+def check_unique_columns(names: Sequence[str], url: str) -> None:
+    """Refuse a table whose header names a column twice (readers would rename or crash).
+
+    >>> check_unique_columns(["Metadata_Well", "Cells_x", "Cells_x"], "p.csv")
+    Traceback (most recent call last):
+    ...
+    intake_cpg.errors.DataReadError: p.csv has duplicated column names: 'Cells_x' (2 times). Each column name must appear once; fix the file, or rewrite it with unique names
+    """
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    dups = [(n, k) for n, k in counts.items() if k > 1]
+    if dups:
+        shown = ", ".join(f"{n!r} ({k} times)" for n, k in dups[:10])
+        more = f" and {len(dups) - 10} more" if len(dups) > 10 else ""
+        raise DataReadError(
+            f"{url} has duplicated column names: {shown}{more}. Each column name must appear "
+            "once; fix the file, or rewrite it with unique names"
+        )
+
+
+def _read_whole(fs: Any, path: str, url: str) -> bytes:
+    """All bytes of one object, checked against its size (a short body is read again)."""
+    got = expected = 0
+    for attempt in range(1, SHORT_READ_ATTEMPTS + 1):
+        with fs.open(path, "rb") as fh:
+            size = getattr(fh, "size", None)
+            raw = fh.read()
+        if size is None or len(raw) == size:
+            return raw
+        got, expected = len(raw), int(size)
+        log.warning(
+            "%s: received %d of its %d bytes (attempt %d of %d); reading it again",
+            url, got, expected, attempt, SHORT_READ_ATTEMPTS,
+        )  # fmt: skip
+    raise StorageError(
+        f"{url}: received {got:,} of its {expected:,} bytes, {SHORT_READ_ATTEMPTS} times: the "
+        "body was cut short on the way (a proxy, cache or the network). Nothing of it was "
+        "returned; try again later."
+    )
+
+
+def _decompress(raw: bytes, compression: str | None) -> bytes:
+    if compression is None:
+        return raw
+    from fsspec.compression import compr
+
+    with compr[compression](io.BytesIO(raw), mode="rb") as f:
+        return f.read()
+
+
+def _missing_error(url: str, exc: FileNotFoundError) -> StorageError:
+    """A deleted (or never existing) object, or a missing bucket, named with what to do."""
+    if type(exc.__cause__).__name__ == "NoSuchBucket" or "bucket does not exist" in str(exc):
+        return StorageError(
+            f"{url}: the bucket does not exist ({exc}); check the URL or root and the endpoint"
+        )
+    return StorageError(
+        f"{url} does not exist ({exc}): it was deleted or moved after it was listed, or "
+        "never existed. List again (intake-cpg --refresh, or cat.refresh()) to load the "
+        "files that exist now."
+    )
+
+
+def _options_error(
+    url: str, storage_options: Mapping[str, Any] | None, exc: TypeError
+) -> ParameterError:
+    protocol = protocol_of(url)
+    return ParameterError(
+        f"the {protocol} file system reading {url} does not take storage_options "
+        f"{sorted(storage_options or {})}: {exc}. Options are for one kind of storage (these "
+        f"look like another's); give {protocol} URLs options of their own, or none."
+    )
+
+
 def _arrow_string_safe(schema: pa.Schema) -> pa.Schema:
     """``schema`` with every string column (see :func:`is_string_column`) typed string."""
     fields = []
@@ -192,6 +281,19 @@ def _arrow_string_safe(schema: pa.Schema) -> pa.Schema:
             f = f.with_type(pa.string())
         fields.append(f)
     return pa.schema(fields)
+
+
+def _cast_string_columns(table: pa.Table) -> pa.Table:
+    """``table`` with every string column typed string; a float NaN becomes a missing value."""
+    safe = _arrow_string_safe(table.schema)
+    if safe == table.schema:
+        return table
+    columns = []
+    for f, col in zip(table.schema, table.columns, strict=True):
+        if is_string_column(f.name) and pa.types.is_floating(f.type):
+            col = pc.if_else(pc.is_nan(col), pa.scalar(None, f.type), col)
+        columns.append(col)
+    return pa.Table.from_arrays(columns, schema=table.schema).cast(safe)
 
 
 def _pandas_dtypes(schema: pa.Schema) -> dict[str, Any]:
@@ -248,7 +350,25 @@ def _text_dtypes(sample: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def _data_error(url: str, fmt: FileFormat, exc: BaseException) -> DataReadError | StorageError:
+def _memory_error(url: str, exc: BaseException, fs: Any, path: str) -> OutOfMemoryError:
+    try:
+        size = f"{int(fs.size(path)):,} bytes"
+    except Exception:  # the size only makes the message better
+        size = "size unknown"
+    m = re.search(r"size (\d+)", str(exc))
+    needed = f"; one allocation of {int(m.group(1)):,} bytes failed" if m else ""
+    return OutOfMemoryError(
+        f"reading {url} ({size}) needed more memory than this process has "
+        f"({type(exc).__name__}: {exc or 'out of memory'}{needed}). Load fewer columns "
+        "(columns=[...]) or rows (filters=), or use a machine or dask workers with more memory."
+    )
+
+
+def _data_error(
+    url: str, fmt: FileFormat, exc: BaseException, fs: Any = None, path: str = ""
+) -> CPGError:
+    if isinstance(exc, MemoryError):
+        return _memory_error(url, exc, fs, path)
     if is_transport_failure(exc):  # the request failed, the bytes may be fine
         return transport_error(url, exc)
     kind = "parquet" if fmt.kind == "parquet" else f"{fmt.compression or 'plain'} text"
@@ -286,6 +406,7 @@ def read_schema(
                     schema, num_rows = frag.physical_schema, frag.metadata.num_rows
                 else:
                     schema, num_rows = md.schema.to_arrow_schema(), md.num_rows
+                check_unique_columns(schema.names, url)
                 widths = _list_widths(schema)
                 if list_widths and any(w is None for w in widths.values()):
                     pf = pq.ParquetFile(fh, metadata=md)
@@ -298,15 +419,35 @@ def read_schema(
             return FileSchema(url, _pandas_dtypes(schema), widths, num_rows, _list_dtypes(schema))
         with fs.open(path, "rb", compression=fmt.compression, block_size=sample_bytes) as fh:
             data = fh.read(sample_bytes)
+            while b"\n" not in data:  # the sample always holds the whole header line
+                more = fh.read(sample_bytes)
+                if not more:
+                    break
+                data += more
             complete = len(fh.read(1)) == 0
         if not complete and b"\n" in data:
             data = data[: data.rindex(b"\n") + 1]
-        sample = _read_text_bytes(data, fmt, names=None)
+        sample = _read_text_bytes(data, fmt, names=None, url=url)
         return FileSchema(url, _text_dtypes(sample), {}, len(sample) if complete else None)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        raise _missing_error(url, exc) from exc
+    except CPGError:
         raise
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise _options_error(url, storage_options, exc) from exc
     except (*_READ_ERRORS, *transport_errors()) as exc:
-        raise _data_error(url, fmt, exc) from exc
+        raise _data_error(url, fmt, exc, fs, path) from exc
+
+
+def _text_header(data: bytes, fmt: FileFormat, url: str) -> list[str]:
+    """The column names of a text table as written (pandas would rename duplicates)."""
+    first = pd.read_csv(io.BytesIO(data), sep=fmt.sep, header=None, nrows=1, dtype=str)
+    raw = list(first.iloc[0]) if len(first) else []
+    cols = [f"Unnamed: {i}" if pd.isna(c) else str(c) for i, c in enumerate(raw)]  # as pandas
+    check_unique_columns(cols, url)
+    return cols
 
 
 def _read_text_bytes(
@@ -314,10 +455,10 @@ def _read_text_bytes(
     fmt: FileFormat,
     names: Sequence[str] | None,
     dtypes: Mapping[str, Any] | None = None,
+    url: str = "table",
 ) -> pd.DataFrame:
     """Decode (already decompressed) text; string columns stay strings."""
-    header = pd.read_csv(io.BytesIO(data), sep=fmt.sep, nrows=0)
-    cols = [str(c) for c in header.columns]
+    cols = _text_header(data, fmt, url)
     dtype: dict[str, Any] = {c: str for c in cols if is_string_column(c)}
     for c, dt in (dtypes or {}).items():
         if c in cols and not is_string_column(c):
@@ -329,6 +470,20 @@ def _read_text_bytes(
     return pd.read_csv(
         io.BytesIO(data), sep=fmt.sep, dtype=dtype, usecols=usecols, low_memory=False
     )
+
+
+def typed_like(schema: FileSchema, donor: FileSchema) -> FileSchema:
+    """``schema`` (a header-only text file's: no rows, so no dtypes) with ``donor``'s dtypes.
+
+    >>> empty = FileSchema("a.csv", {"Metadata_Well": STRING_DTYPE, "x": STRING_DTYPE}, num_rows=0)
+    >>> rows = FileSchema("b.csv", {"Metadata_Well": STRING_DTYPE, "x": np.dtype("float64")})
+    >>> typed_like(empty, rows).dtypes["x"]
+    dtype('float64')
+    """
+    dtypes = {
+        c: dt if is_string_column(c) else donor.dtypes.get(c, dt) for c, dt in schema.dtypes.items()
+    }
+    return FileSchema(schema.url, dtypes, schema.list_widths, schema.num_rows, schema.list_dtypes)
 
 
 def combine_schemas(schemas: Sequence[FileSchema], mode: str) -> dict[str, Any]:
@@ -546,6 +701,7 @@ def read_file(
     filters: Any = None,
     dtypes: Mapping[str, Any] | None = None,
     footer_cache: FooterCache | None = None,
+    limit: int | None = None,
 ) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """Read the ``columns`` of one file that it has (all when ``None``).
 
@@ -565,44 +721,66 @@ def read_file(
             with fs.open(path, "rb", cache_type="none") as fh:
                 md = None if footer_cache is None else footer_cache.load(fh, url)
                 frag = pf = None
-                if md is None and filters:  # the dataset fragment prunes row groups by statistics
+                if md is None and filters and limit is None:  # prunes row groups by statistics
                     frag = ds.ParquetFileFormat().make_fragment(fh)
                     schema = frag.physical_schema
                 else:  # ParquetFile reads wide files about twice as fast as a fragment scan
-                    pf = pq.ParquetFile(fh, metadata=md, pre_buffer=True)
+                    pf = pq.ParquetFile(fh, metadata=md, pre_buffer=limit is None)
                     schema = pf.schema_arrow
                 names = tuple(schema.names)
+                check_unique_columns(names, url)
                 have = set(names)
                 present = names if columns is None else [c for c in columns if c in have]
                 if filters and _pushdown_ok(schema, filter_columns(filters)):
                     expr = pq.filters_to_expression(filters)
-                if frag is not None:
+                if limit is not None:  # only the first batches: no more row groups than needed
+                    assert pf is not None
+                    table = _first_rows(pf, list(present), expr, limit)
+                elif frag is not None:
                     table = frag.to_table(columns=list(present), filter=expr)
                 else:  # with a known footer the chosen chunks are fetched concurrently
                     assert pf is not None
                     cols = list(present)
                     table = read_columns(fh, md, cols) if md is not None else pf.read(columns=cols)
                     table = table if expr is None else table.filter(expr)
-            safe = _arrow_string_safe(table.schema)
-            if safe != table.schema:
-                table = table.cast(safe)
-            df = table.to_pandas()
+            df = _cast_string_columns(table).to_pandas()
         else:
-            with fs.open(path, "rb", compression=fmt.compression) as fh:
-                data = fh.read()
-            df = _read_text_bytes(data, fmt, columns, dtypes)
-            header = pd.read_csv(io.BytesIO(data), sep=fmt.sep, nrows=0)
-            names = tuple(str(c) for c in header.columns)
-    except FileNotFoundError:
+            data = _decompress(_read_whole(fs, path, url), fmt.compression)
+            df = _read_text_bytes(data, fmt, columns, dtypes, url=url)
+            df = df if limit is None else df.head(limit)
+            names = tuple(_text_header(data, fmt, url))
+    except FileNotFoundError as exc:
+        raise _missing_error(url, exc) from exc
+    except CPGError:
         raise
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise _options_error(url, storage_options, exc) from exc
     except (*_READ_ERRORS, *transport_errors()) as exc:
-        raise _data_error(url, fmt, exc) from exc
+        raise _data_error(url, fmt, exc, fs, path) from exc
     for c in df.columns:
         if is_string_column(str(c)) and df[c].dtype != STRING_DTYPE:
             df[c] = df[c].astype(STRING_DTYPE)
     if filters and expr is None and all(c in df.columns for c in filter_columns(filters)):
         df = apply_filters(df, filters)
     return df.reset_index(drop=True), names
+
+
+def _first_rows(pf: pq.ParquetFile, columns: list[str], expr: Any, limit: int) -> pa.Table:
+    """The first ``limit`` rows (matching ``expr``) of a parquet file, batch by batch."""
+    batches, got = [], 0
+    if limit > 0:
+        for batch in pf.iter_batches(batch_size=limit, columns=columns):
+            part = pa.Table.from_batches([batch])
+            part = part if expr is None else part.filter(expr)
+            batches.append(part)
+            got += part.num_rows
+            if got >= limit:
+                break
+    if not batches:
+        return pf.schema_arrow.empty_table().select(columns)
+    return pa.concat_tables(batches).slice(0, limit)
 
 
 def _pushdown_ok(schema: pa.Schema, columns: Sequence[str]) -> bool:
@@ -633,10 +811,11 @@ def _as_ref(ref: FileRef | str) -> FileRef:
     return ref if isinstance(ref, FileRef) else ref_from_url(ref)
 
 
-def read_one(ref: FileRef | str, plan: ReadPlan) -> pd.DataFrame:
+def read_one(ref: FileRef | str, plan: ReadPlan, limit: int | None = None) -> pd.DataFrame:
     """One file as a frame that matches ``plan.meta`` exactly (columns, order, dtypes).
 
-    Path-derived columns come from ``ref.path`` (a URL string is parsed once, here).
+    Path-derived columns come from ``ref.path`` (a URL string is parsed once, here). With
+    ``limit``, only the file's first ``limit`` rows are read (the first batches).
     """
     ref = _as_ref(ref)
     url = ref.url
@@ -652,6 +831,7 @@ def read_one(ref: FileRef | str, plan: ReadPlan) -> pd.DataFrame:
         filters=plan.filters,
         dtypes=plan.expected_dtypes,
         footer_cache=plan.footer_cache,
+        limit=limit,
     )
     have = set(names)
     from_path = path_values(ref.path) if plan.path_columns else {}

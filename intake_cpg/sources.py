@@ -280,12 +280,22 @@ class ProfilesSource(DataSource):
         first = readers.read_schema(
             urls[0], self.storage_options, list_widths=self.expand_embeddings, **kw
         )
+        header_only = (
+            first.num_rows == 0 and readers.detect_format(urls[0], self.format).kind == "text"
+        )
         if self.schema_mode in ("strict", "first") or len(urls) == 1:
+            if header_only:  # no rows tell the dtypes: take them from the next file with rows
+                later = (readers.read_schema(u, self.storage_options, **kw) for u in urls[1:])
+                donor = next((s for s in later if s.num_rows != 0), None)
+                first = first if donor is None else readers.typed_like(first, donor)
             return [first]
         with ThreadPoolExecutor(min(SCHEMA_READ_THREADS, len(urls) - 1)) as pool:
             rest = list(
                 pool.map(lambda u: readers.read_schema(u, self.storage_options, **kw), urls[1:])
             )
+        if header_only:
+            donor = next((s for s in rest if s.num_rows != 0), None)
+            first = first if donor is None else readers.typed_like(first, donor)
         return [first, *rest]
 
     def _get_schema(self) -> Schema:
@@ -339,6 +349,25 @@ class ProfilesSource(DataSource):
     def read(self) -> pd.DataFrame:
         """Every partition, concatenated into one pandas dataframe."""
         return self.to_dask().compute()
+
+    def head(self, n: int = 5, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The first ``n`` rows (of ``columns``), reading only what they need.
+
+        Files are read in order and only their first batches: a parquet file's first row
+        group(s), not whole partitions.
+        """
+        self._load_metadata()
+        assert self._reader is not None and self._parts is not None
+        reader = self._reader if columns is None else self._reader.project_columns(columns)
+        plan = reader.plan
+        frames, got = [], 0
+        for url in (u for part in self._parts for u in part):
+            if got >= n:
+                break
+            frames.append(readers.read_one(url, plan, limit=n - got))
+            got += len(frames[-1])
+        out = pd.concat(frames, ignore_index=True).head(n) if frames else plan.meta.iloc[:0]
+        return out.set_index(plan.index) if plan.index else out
 
     def _close(self) -> None:
         self._reader = None

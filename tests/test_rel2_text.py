@@ -67,18 +67,7 @@ def text_objects(make_bucket, s3_admin) -> dict[str, Any]:
     return {"bucket": bucket, "frame": frame}
 
 
-#: A plain CSV lost rows; a csv.gz was read in pieces by the decompressor, which asks for the rest.
-SHORT_ONCE = [
-    pytest.param("plate.csv", marks=pytest.mark.xfail(strict=True, reason="issue 17: short body")),
-    "plate.csv.gz",
-]
-SHORT_ALWAYS = [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="issue 17: short body"))
-    for n in ("plate.csv", "plate.csv.gz")
-]
-
-
-@pytest.mark.parametrize("name", SHORT_ONCE)
+@pytest.mark.parametrize("name", ["plate.csv", "plate.csv.gz"])
 def test_short_text_body_once_is_retried_to_the_whole_table(proxy, text_objects, name):
     url = f"{text_objects['bucket']}/t/{name}"
     clean = ProfilesSource(url, storage_options=_opts(proxy)).read()
@@ -91,7 +80,7 @@ def test_short_text_body_once_is_retried_to_the_whole_table(proxy, text_objects,
     pd.testing.assert_frame_equal(again, clean, check_exact=True)
 
 
-@pytest.mark.parametrize("name", SHORT_ALWAYS)
+@pytest.mark.parametrize("name", ["plate.csv", "plate.csv.gz"])
 def test_short_text_body_every_time_is_a_storage_error(proxy, text_objects, name):
     url = f"{text_objects['bucket']}/t/{name}"
     src = ProfilesSource(url, storage_options=_opts(proxy))
@@ -105,7 +94,6 @@ def test_short_text_body_every_time_is_a_storage_error(proxy, text_objects, name
 
 
 # -- dtypes ---------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 17: header-only first CSV")
 def test_header_only_first_csv_keeps_feature_columns_numeric(tmp_path):
     frame = _table(5)
     (tmp_path / "a.csv").write_text(",".join(frame.columns) + "\n")
@@ -118,7 +106,6 @@ def test_header_only_first_csv_keeps_feature_columns_numeric(tmp_path):
     assert str(out["Metadata_Plate"].dtype) == "string"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: CSV header longer than the sample")
 def test_csv_header_longer_than_the_sample_gives_every_column(tmp_path):
     names = ["Metadata_Plate"] + [
         f"Cells_Feature_{i:06d}_of_a_rather_long_name" for i in range(9000)
@@ -135,7 +122,6 @@ def test_csv_header_longer_than_the_sample_gives_every_column(tmp_path):
     assert out[names[-1]].tolist() == [1.5, 1.5]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: Metadata_* NaN became 'nan'")
 def test_metadata_float_nan_is_a_missing_value_not_the_text_nan(tmp_path):
     fn = tmp_path / "p.parquet"
     pq.write_table(
@@ -157,7 +143,6 @@ def test_metadata_float_nan_is_a_missing_value_not_the_text_nan(tmp_path):
 
 
 # -- duplicate column names -------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 17: duplicate column names")
 def test_duplicate_parquet_columns_are_a_data_read_error_naming_file_and_names(tmp_path):
     fn = tmp_path / "dup.parquet"
     table = pa.Table.from_arrays(
@@ -170,7 +155,6 @@ def test_duplicate_parquet_columns_are_a_data_read_error_naming_file_and_names(t
     assert "dup.parquet" in str(err.value) and "Cells_x" in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: duplicate column names")
 def test_duplicate_csv_columns_are_a_data_read_error_not_renamed(tmp_path):
     fn = tmp_path / "dup.csv"
     fn.write_text("Metadata_Plate,Cells_x,Cells_y,Cells_x\nP,1,2,3\n")
@@ -200,7 +184,6 @@ else:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: out of memory reported as truncated")
 def test_out_of_memory_is_named_with_file_size_and_advice(tmp_path):
     n = 2_000_000
     big, small = tmp_path / "big.parquet", tmp_path / "small.parquet"
@@ -221,7 +204,6 @@ def test_out_of_memory_is_named_with_file_size_and_advice(tmp_path):
 
 
 # -- bare exceptions ---------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 17: bare FileNotFoundError for a missing bucket")
 def test_missing_bucket_is_a_cpg_error(s3_options):
     with pytest.raises(CPGError) as err:
         ProfilesSource("s3://no-such-bucket-i17/x/plate.parquet", storage_options=s3_options).read()
