@@ -324,6 +324,17 @@ class _Level(Catalog):
         self.force_reload()
 
     # -- freezing ---------------------------------------------------------------------------
+    def save(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        """Write this level as a YAML catalog (:meth:`serialize`) to ``url``, whole or not at all.
+
+        The YAML is made first (which lists what it must); only then is it written, to a
+        temporary file renamed over ``url``: a failed listing, a full disk or an interrupt
+        leaves the old file as it was. (Intake's own ``save`` empties the file first.)
+        """
+        from .storage import write_atomic
+
+        write_atomic(url, self.serialize().encode("utf-8"), storage_options)
+
     def serialize(self) -> str:
         """YAML of this level with every entry's parameters resolved (``save`` writes it).
 

@@ -384,19 +384,32 @@ def _emit(text: str) -> None:
 
 
 def _emit_json(value: Any) -> None:
-    _emit(json.dumps(value, indent=2, default=str))
+    """Print strict JSON: NaN and infinities (which JSON has no words for) become null."""
+    _emit(json.dumps(_finite(value), indent=2, default=str, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:
-    """Rows of a pandas frame as plain Python values (NaN -> None)."""
+    """Rows of a pandas frame as plain Python values (NaN, NA and infinities -> None)."""
     out = []
     for row in frame.to_dict(orient="records"):
-        out.append({k: (None if _is_nan(v) else _plain(v)) for k, v in row.items()})
+        out.append({k: _finite(None if _is_missing(v) else _plain(v)) for k, v in row.items()})
     return out
 
 
-def _is_nan(v: Any) -> bool:
-    return isinstance(v, float) and math.isnan(v)
+def _is_missing(v: Any) -> bool:
+    if isinstance(v, float):
+        return math.isnan(v)
+    return type(v).__name__ in ("NAType", "NaTType")
 
 
 def _plain(v: Any) -> Any:
@@ -610,11 +623,14 @@ def cmd_describe(args: argparse.Namespace) -> int:
 # =============================================================================================
 # head / export
 # =============================================================================================
-def _frame(args: argparse.Namespace) -> tuple[Target, Any]:
+def _source(args: argparse.Namespace) -> tuple[Target, Any, Any, list[str] | None]:
+    """The entry at PATH with its parameters: target, source, dask frame, chosen columns."""
     target = resolve(open_root(args), args.path)
     _need_entry(target, args.command)
     values = bind(target, parse_assignments(args.param, "-p"))
-    ddf = _configured(target, values).to_dask()
+    source = _configured(target, values)
+    ddf = source.to_dask()
+    wanted = None
     if args.columns:
         wanted = [c.strip() for c in args.columns.split(",") if c.strip()]
         have = [str(c) for c in ddf.columns]
@@ -622,7 +638,20 @@ def _frame(args: argparse.Namespace) -> tuple[Target, Any]:
             if c not in have:
                 raise not_found("column", c, have, target.path)
         ddf = ddf[wanted]
-    return target, ddf
+    return target, source, ddf, wanted
+
+
+def _check_output(path: str) -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    full = os.path.abspath(path)
+    if os.path.isdir(full):
+        raise ParameterError(
+            f"cannot write {path!r}: it is a folder; name the file to write inside it, e.g. "
+            f"{os.path.join(path, 'table.parquet')!r}"
+        )
+    folder = os.path.dirname(full)
+    if not os.path.isdir(folder):
+        raise ParameterError(f"cannot write {path!r}: the folder {folder!r} does not exist")
 
 
 def cmd_head(args: argparse.Namespace) -> int:
@@ -630,15 +659,17 @@ def cmd_head(args: argparse.Namespace) -> int:
 
     if args.n < 0:
         raise ParameterError(f"-n must be 0 or more, got {args.n}")
-    _, ddf = _frame(args)
-    parts, got = [], 0
-    for i in range(ddf.npartitions):  # only as many partitions as the rows need
-        if got >= args.n:
-            break
-        part = ddf.partitions[i].compute()
-        parts.append(part.head(args.n - got))
-        got += len(parts[-1])
-    frame = pd.concat(parts) if parts else ddf._meta
+    _, source, ddf, wanted = _source(args)
+    if hasattr(source, "head"):  # reads only the first rows of the first files
+        frame = source.head(args.n, wanted)
+    else:
+        parts, got = [], 0
+        for i in range(ddf.npartitions):  # only as many partitions as the rows need
+            if got >= args.n:
+                break
+            parts.append(ddf.partitions[i].compute().head(args.n - got))
+            got += len(parts[-1])
+        frame = pd.concat(parts) if parts else ddf._meta
     frame = frame.reset_index(drop=True)
     if args.format == "csv":
         _emit(frame.to_csv(index=False))
@@ -653,7 +684,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_parquet
 
     delay = float(os.environ.get(EXPORT_DELAY_ENV) or 0)
-    target, ddf = _frame(args)
+    _check_output(args.output)
+    _, source, ddf, _ = _source(args)
     client = None
     if args.scheduler:
         from distributed import Client
@@ -668,6 +700,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             on_partition=lambda done, total, rows: bar.update(done, f"{rows:,} rows"),
             delay=delay,
             row_group_bytes=int(args.row_group_mb * 2**20),
+            describe_partition=_partition_files(source, ddf.npartitions),
         )
     finally:
         bar.close()
@@ -679,6 +712,22 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"from {result.partitions} partition(s), {result.bytes:,} bytes"
         )
     return 0
+
+
+def _partition_files(source: Any, total: int) -> Callable[[int], str] | None:
+    """``i -> "the file ... (N bytes)"`` when the source reads one file per partition."""
+    keys = source.file_keys() if hasattr(source, "file_keys") else []
+    if len(keys) != total:
+        return None
+
+    def describe(i: int) -> str:
+        try:
+            size = f"{int(source.storage.info(keys[i])['size']):,} bytes"
+        except Exception:  # the size only makes the message better
+            size = "size unknown"
+        return f"{source.storage.url(keys[i])} ({size})"
+
+    return describe
 
 
 # =============================================================================================
@@ -736,16 +785,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_freeze(args: argparse.Namespace) -> int:
+    _check_output(args.output)
     target = resolve(open_root(args), args.path)
     if not target.is_catalog:
         raise ParameterError(
             f"{target.path} is a table entry; freeze writes a catalog level "
             f"(try {'/'.join(split_path(target.path)[:-1]) or '/'})"
         )
-    folder = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(folder):
-        raise ParameterError(f"cannot write {args.output!r}: the folder {folder!r} does not exist")
-    target.node.save(args.output)
+    target.node.save(args.output)  # serialised first, then written whole (temp file + rename)
     if not args.quiet:
         n = len(list(target.node))
         _emit(

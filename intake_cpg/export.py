@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ParameterError, SchemaMismatchError
+from .errors import OutOfMemoryError, ParameterError, SchemaMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,29 @@ def _conform(table: Any, schema: Any, index: int) -> Any:
         ) from exc
 
 
+def _worker_died(
+    exc: BaseException,
+    i: int,
+    total: int,
+    client: Any,
+    describe_partition: Callable[[int], str] | None,
+) -> OutOfMemoryError:
+    what = f" ({describe_partition(i)})" if describe_partition is not None else ""
+    limits = set()
+    try:
+        limits = {w.get("memory_limit") for w in client.scheduler_info()["workers"].values()}
+    except Exception:  # the limit only makes the message better
+        pass
+    limit = next(iter(limits)) if len(limits) == 1 and None not in limits else None
+    has = f" (each worker may use {int(limit):,} bytes)" if limit else ""
+    return OutOfMemoryError(
+        f"a dask worker died while computing partition {i + 1} of {total}{what}: {exc}. A "
+        f"worker is killed when it goes over its memory limit{has}, so this partition most "
+        "likely needed more memory than a worker has. Load fewer columns (--columns / "
+        "columns=[...]) or give the workers more memory (memory_limit=)."
+    )
+
+
 def _statistics_columns(schema: Any) -> list[str]:
     """Columns worth min/max statistics: everything but floating-point features."""
     import pyarrow as pa
@@ -90,6 +113,7 @@ def export_parquet(
     delay: float = 0.0,
     compression: str = "zstd",
     row_group_bytes: int = 64 * 2**20,
+    describe_partition: Callable[[int], str] | None = None,
 ) -> ExportResult:
     """Write the dask dataframe ``df`` to the local Parquet file ``path``, one partition at a time.
 
@@ -103,6 +127,8 @@ def export_parquet(
         compression: Parquet codec.
         row_group_bytes: partitions are gathered into row groups of about this many bytes
             (in memory, before compression), so a wide table gets few row groups.
+        describe_partition: ``i -> text`` naming what partition ``i`` reads (its file and
+            size), for the error raised when a dask worker dies computing it.
 
     Column statistics are written for the non-float columns only (``Metadata_*`` and other
     identifiers, which is what filters use): for a 4,765-column plate the per-column
@@ -111,13 +137,17 @@ def export_parquet(
 
     Every partition is cast to the schema of the first one; a partition with columns the first
     lacks raises :class:`~intake_cpg.errors.SchemaMismatchError`. Memory holds one row group
-    plus one partition (two with a client).
+    plus one partition (two with a client). A worker that dies computing a partition (what
+    the nanny does to a worker over its memory limit) raises
+    :class:`~intake_cpg.errors.OutOfMemoryError` naming the partition.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     target = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        raise ParameterError(f"cannot write {os.fspath(path)!r}: it is a folder; name a file")
     if not os.path.isdir(folder):
         raise ParameterError(
             f"cannot write {os.fspath(path)!r}: the folder {folder!r} does not exist; create it first"
@@ -141,7 +171,12 @@ def export_parquet(
     try:
         pending = fetch(0) if total else None
         for i in range(total):
-            frame = pending.result() if client is not None else pending.compute()
+            try:
+                frame = pending.result() if client is not None else pending.compute()
+            except Exception as exc:
+                if type(exc).__name__ != "KilledWorker":
+                    raise
+                raise _worker_died(exc, i, total, client, describe_partition) from exc
             parts[i] = None  # drop the finished task so its graph can be freed
             pending = fetch(i + 1) if i + 1 < total else None
             table = pa.Table.from_pandas(frame, preserve_index=False)

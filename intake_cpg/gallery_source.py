@@ -191,6 +191,11 @@ class GallerySource(DataSource):
         self._load_metadata()
         return self._loader().read()
 
+    def head(self, n: int = 5, columns: list[str] | None = None) -> Any:
+        """The first ``n`` rows, reading only the first batches of the first files."""
+        self._load_metadata()
+        return self._loader().head(n, columns)
+
     def _close(self) -> None:
         if self._inner is not None:
             self._inner.close()

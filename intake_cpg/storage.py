@@ -73,6 +73,7 @@ __all__ = [
     "secret_values",
     "transport_error",
     "transport_errors",
+    "write_atomic",
 ]
 
 #: The public bucket of the Cell Painting Gallery.
@@ -347,6 +348,25 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _seconds(value: Any, name: str) -> float:
+    """A non-negative number of seconds (YAML catalogs may pass it as text).
+
+    >>> _seconds("60", "listing_ttl"), _seconds(1.5, "listing_ttl")
+    (60.0, 1.5)
+    >>> _seconds("an hour", "listing_ttl")
+    Traceback (most recent call last):
+    ...
+    intake_cpg.errors.ParameterError: listing_ttl must be a number of seconds (e.g. 3600), got 'an hour'
+    """
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if isinstance(value, bool) or not seconds >= 0:
+        raise ParameterError(f"{name} must be a number of seconds (e.g. 3600), got {value!r}")
+    return seconds
+
+
 def _clean_etag(value: Any) -> str | None:
     if not value:
         return None
@@ -404,7 +424,7 @@ class Storage:
             path = os.path.abspath(os.path.expanduser(path))
         self.root_path: str = path.rstrip("/") if path != "/" else path
         self.storage_options: dict[str, Any] = effective_options(self.protocol, storage_options)
-        self.listing_ttl = float(listing_ttl)
+        self.listing_ttl = _seconds(listing_ttl, "listing_ttl")
         self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
         self.requests: collections.Counter[str] = collections.Counter()
         self._memory: dict[str, tuple[float, tuple[Entry, ...]]] = {}
@@ -579,7 +599,12 @@ class Storage:
                 if self.protocol in ("s3", "s3a")
                 else self.fs.ls(path, detail=True)
             )
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if type(exc.__cause__).__name__ == "NoSuchBucket":
+                raise StorageError(
+                    f"cannot list {self.url(prefix)}: the bucket does not exist ({exc}); check "
+                    "the root (--root / urlpath) and the endpoint"
+                ) from exc
             return ()
         except NotADirectoryError:
             return ()
@@ -708,6 +733,38 @@ class Storage:
             for prefix, hit in (adopt or {}).items():
                 self._memory.setdefault(prefix, hit)
             return dict(self._memory)
+
+
+def write_atomic(url: str, data: bytes, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Write ``data`` to ``url`` whole or not at all.
+
+    A local file goes through :func:`~intake_cpg.diskcache.atomic_write` (a temporary file
+    renamed over it: readers see the old file or the new one, never a part) and keeps its
+    permissions; an object store replaces an object in one request anyway.
+
+    >>> import os, tempfile
+    >>> fn = os.path.join(tempfile.mkdtemp(), "c.yaml")
+    >>> write_atomic(fn, b"sources: {}"); open(fn).read()
+    'sources: {}'
+    """
+    from .diskcache import atomic_write
+
+    protocol = protocol_of(url)
+    if protocol != "file":
+        fs, path = filesystem(url, storage_options)
+        fs.pipe_file(path, data)
+        return
+    target = os.path.abspath(os.path.expanduser(split_protocol(url)[1]))
+    if os.path.isdir(target):
+        raise StorageError(f"cannot write {url!r}: it is a folder; name the file to write")
+    try:
+        mode = os.stat(target).st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    atomic_write(target, data, fsync=True)
+    os.chmod(target, mode)
 
 
 _SHARED: dict[str, Storage] = {}

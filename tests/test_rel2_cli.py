@@ -80,7 +80,6 @@ def _bytes_requested(proxy: FaultProxy, pattern: str) -> int:
 
 
 # -- head -----------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 17: head computes whole partitions")
 def test_head_reads_only_the_rows_it_prints(proxy, gallery, capsys):
     code = _cli(proxy, gallery["root"], "head", ENTRY, "-n", "3", "--format", "csv")
     out = capsys.readouterr().out
@@ -93,7 +92,6 @@ def test_head_reads_only_the_rows_it_prints(proxy, gallery, capsys):
     assert 0 < asked < gallery["size"] // 4, (asked, gallery["size"])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: head --format json prints Infinity")
 def test_head_json_is_strict_json(tmp_path, capsys):
     folder = tmp_path / "g" / KEY.rsplit("/", 1)[0]
     folder.mkdir(parents=True)
@@ -122,7 +120,6 @@ def test_head_json_is_strict_json(tmp_path, capsys):
 
 
 # -- outputs checked before work ------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 17: -o naming a folder found after the work")
 def test_export_to_a_folder_is_refused_before_any_read(proxy, gallery, tmp_path, capsys):
     code = _cli(proxy, gallery["root"], "export", ENTRY, "-o", str(tmp_path))
     err = capsys.readouterr().err
@@ -131,7 +128,6 @@ def test_export_to_a_folder_is_refused_before_any_read(proxy, gallery, tmp_path,
     assert [r.path for r in proxy.log if r.method in ("GET", "HEAD")] == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: -o naming a folder found after the work")
 def test_freeze_to_a_folder_is_refused_before_any_listing(proxy, gallery, tmp_path, capsys):
     code = _cli(proxy, gallery["root"], "freeze", PROJECT, "-o", str(tmp_path))
     err = capsys.readouterr().err
@@ -146,7 +142,6 @@ FEW_RETRIES = {"config_kwargs": {"retries": {"max_attempts": 1, "mode": "standar
 BATCH_LISTING = "prefix=" + re.escape(f"{PROJECT}/{SOURCE}/workspace/profiles/".replace("/", "%2F"))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: cat.save() not atomic")
 def test_save_keeps_the_old_catalog_when_serialising_fails(proxy, gallery, tmp_path):
     opts = {**FEW_RETRIES, "client_kwargs": {"endpoint_url": proxy.url}}
     out = tmp_path / "frozen.yaml"
@@ -165,7 +160,6 @@ def test_save_keeps_the_old_catalog_when_serialising_fails(proxy, gallery, tmp_p
     assert list(intake.open_catalog(str(out))) == ["profiles"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: freeze not atomic")
 def test_cli_freeze_keeps_the_old_file_when_listing_fails(proxy, gallery, tmp_path, capsys):
     out = tmp_path / "frozen.yaml"
     assert _cli(proxy, gallery["root"], "freeze", f"{PROJECT}/{SOURCE}", "-o", str(out)) == 0
@@ -200,7 +194,6 @@ def fragile_cluster() -> Any:
             cluster.close()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: KilledWorker reported as unexpected")
 def test_export_reports_a_killed_worker_as_out_of_memory(
     proxy, gallery, tmp_path, fragile_cluster, capsys
 ):
