@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -368,6 +369,37 @@ def verify_files(
     return verify_object(storage, keys[0], expected_etag, deep, subset=subset)
 
 
+def object_location(rec: ManifestRecord, root: str | None = None) -> tuple[str, str]:
+    """``(storage root, key)`` of the object a record loads from.
+
+    Under ``root`` (a mirror) the record's key; a bucket URL in its bucket; a chained URL
+    (``simplecache::s3://...``) at its last layer, the object itself; a ``file://`` URL or a
+    path where it is (absolute paths, not under the current folder).
+
+    >>> from intake_cpg.manifest import parse_manifest
+    >>> recs = parse_manifest('[{"subset": "a", "url": "simplecache::s3://b/k/x.parquet"},'
+    ...                       ' {"subset": "b", "url": "file:///data/x.parquet"}]', "m")
+    >>> object_location(recs[0]), object_location(recs[1])
+    (('s3://b', 'k/x.parquet'), ('/', 'data/x.parquet'))
+    """
+    import os
+
+    from fsspec.core import split_protocol
+
+    from .manifest import split_storage_url
+
+    if root or rec.bucket is not None:
+        return rec.storage_root(root), rec.key
+    target = rec.storage_url.rsplit("::", 1)[-1]
+    bucket, key, _ = split_storage_url(target)
+    if bucket is not None:
+        return f"s3://{bucket}", key
+    protocol, path = split_protocol(target)
+    if (protocol or "file") == "file":
+        return "/", os.path.abspath(os.path.expanduser(path)).lstrip("/")
+    return rec.storage_root(root), rec.key
+
+
 def verify_manifest(
     urlpath_or_records: str | Sequence[ManifestRecord],
     root: str | None = None,
@@ -391,15 +423,16 @@ def verify_manifest(
     else:
         records = tuple(urlpath_or_records)
     storages: dict[str, Storage] = {}
-    for rec in records:
-        base = rec.storage_root(root)
-        if base not in storages:
-            storages[base] = _storage_for(base, storage_options)
+    lock = threading.Lock()
 
     def one(rec: ManifestRecord) -> dict[str, Any]:
-        storage = storages[rec.storage_root(root)]
-        try:
-            check = check_object(storage, rec.key, rec.etag, deep=deep)
+        try:  # every record gets its own status, whatever goes wrong with another
+            base, key = object_location(rec, root)
+            with lock:
+                if base not in storages:
+                    storages[base] = _storage_for(base, storage_options)
+                storage = storages[base]
+            check = check_object(storage, key, rec.etag, deep=deep)
         except Exception as exc:  # one bad record must not hide the others' results
             log.warning("checking %s failed: %s", rec.subset, exc)
             check = ObjectCheck(rec.resolve(root), rec.etag, None, "error", repr(exc))

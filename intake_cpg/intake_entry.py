@@ -25,6 +25,10 @@ from .errors import not_found
 __all__ = ["CPGEntry", "silence_shell_warning"]
 
 
+#: Arguments of intake-cpg's drivers that are never templates: passed on exactly as given.
+LITERAL_ARGS = ("urlpath", "storage_options", "cache_dir", "listing_ttl", "manifests", "root")
+
+
 class CPGEntry(LocalCatalogEntry):
     """A ``LocalCatalogEntry`` without intake's bogus "Shell command not executed" warning.
 
@@ -61,7 +65,7 @@ class CPGEntry(LocalCatalogEntry):
             args=args or {},
             parameters=parameters or [],
             metadata=metadata or {},
-            **kwargs,
+            **{**kwargs, "getenv": False, "getshell": False},  # never env() or shell()
         )
 
     def frozen(self) -> dict[str, Any]:
@@ -75,10 +79,28 @@ class CPGEntry(LocalCatalogEntry):
             "metadata": metadata,
         }
 
+    def _literal_keys(self) -> tuple[str, ...]:
+        """:data:`LITERAL_ARGS` for intake-cpg's own drivers; nothing for other drivers."""
+        plugins = self._plugin if isinstance(self._plugin, list) else list(self._plugin.values())
+        ours = plugins and all(
+            getattr(p, "__module__", "").startswith(__package__) for p in plugins
+        )
+        return LITERAL_ARGS if ours else ()
+
     def _create_open_args(self, user_parameters: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=SHELL_WARNING, category=UserWarning)
-            return super()._create_open_args(user_parameters)
+        # Roots, storage options and cache folders are passed on exactly as given: intake
+        # would render them as templates (``{{ env(X) }}`` would send a variable's value to
+        # whatever endpoint the text names).
+        literal = {k: self._open_args[k] for k in self._literal_keys() if k in self._open_args}
+        templated = self._open_args
+        self._open_args = {k: v for k, v in templated.items() if k not in literal}
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=SHELL_WARNING, category=UserWarning)
+                plugin, args = super()._create_open_args(user_parameters)
+        finally:
+            self._open_args = templated
+        return plugin, {**args, **literal}
 
     def describe(self) -> dict[str, Any]:
         """Intake's description, with secret ``storage_options`` values shown as ``'***'``."""

@@ -39,7 +39,6 @@ def secret_env(monkeypatch) -> str:
     return SECRET
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: env() expanded in storage options")
 def test_catalog_levels_do_not_expand_env_in_storage_options(demo_local, secret_env):
     storage._SHARED.clear()
     opts = {"auto_mkdir": False, "note": "{{ env('I17_SECRET') }}"}
@@ -52,7 +51,6 @@ def test_catalog_levels_do_not_expand_env_in_storage_options(demo_local, secret_
     assert SECRET not in repr(entry.describe())
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: env() expanded in the root")
 def test_catalog_levels_do_not_expand_env_in_the_root(tmp_path, secret_env):
     storage._SHARED.clear()
     weird = tmp_path / "{{ env('I17_SECRET') }}"

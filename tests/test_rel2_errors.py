@@ -67,7 +67,6 @@ def _mixed_manifest(tmp_path: Path, demo_local, small_records) -> tuple[Path, li
     return fn, [r["subset"] for r in rows]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: verify of file:// and chained records")
 def test_verify_gives_every_record_its_own_status_for_every_scheme(
     tmp_path, demo_s3, demo_local, small_records, s3_options, monkeypatch
 ):
@@ -82,7 +81,6 @@ def test_verify_gives_every_record_its_own_status_for_every_scheme(
     assert table["status"].tolist() == ["ok"] * 4, table[["subset", "status", "message"]]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: verify of file:// and chained records")
 def test_cli_verify_does_not_abort_on_a_chained_record(
     tmp_path, demo_s3, demo_local, small_records, moto_server, capsys, monkeypatch
 ):
@@ -97,7 +95,6 @@ def test_cli_verify_does_not_abort_on_a_chained_record(
 
 
 # -- bare exceptions ----------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 17: bare ValueError for listing_ttl")
 def test_non_numeric_listing_ttl_is_a_parameter_error(tmp_path):
     with pytest.raises(ParameterError) as err:
         list(intake.open_cpg(str(tmp_path), listing_ttl="an hour"))
@@ -111,9 +108,6 @@ def test_non_numeric_listing_ttl_is_a_parameter_error(tmp_path):
         list(intake.open_catalog(str(yaml)).g)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 17: bare TypeError for an HTTP record with S3 options"
-)
 def test_http_record_with_s3_options_is_a_cpg_error_naming_it(http_server, tmp_path, s3_options):
     www, base = http_server
     pd.DataFrame({"Metadata_Well": ["A01"], "Cells_x": [1.0]}).to_csv(www / "t.csv", index=False)
@@ -154,7 +148,6 @@ def one_plate_bucket(make_bucket, s3_admin, demo_local) -> str:
     return bucket
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: bare FileNotFoundError for a deleted plate")
 def test_plate_deleted_after_listing_is_a_storage_error_suggesting_refresh(
     one_plate_bucket, s3_admin, s3_options
 ):
@@ -171,7 +164,6 @@ def test_plate_deleted_after_listing_is_a_storage_error_suggesting_refresh(
     assert "BR00117038" in str(err.value) and "refresh" in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: missing bucket reads as an empty gallery")
 def test_missing_bucket_through_the_catalog_is_a_cpg_error(s3_options):
     storage._SHARED.clear()
     src = GallerySource(
