@@ -18,6 +18,7 @@ from typing import Any
 import intake
 import pytest
 import yaml
+from faultproxy import FaultProxy
 
 from intake_cpg import storage
 
@@ -39,16 +40,23 @@ def secret_env(monkeypatch) -> str:
     return SECRET
 
 
-def test_catalog_levels_do_not_expand_env_in_storage_options(demo_local, secret_env):
+def test_catalog_levels_do_not_expand_env_in_storage_options(demo_s3, moto_server, secret_env):
     storage._SHARED.clear()
-    opts = {"auto_mkdir": False, "note": "{{ env('I17_SECRET') }}"}
-    cat = intake.open_cpg(demo_local.root, storage_options=opts)
-    source = cat["cpg0016-jump"]["source_4"]
-    for level in (cat["cpg0016-jump"], source):
-        assert level.storage.storage_options["note"] == "{{ env('I17_SECRET') }}"
-    entry = source["profiles"](batch="2021_04_26_Batch1", plate="BR00117037")
-    assert entry.storage.storage_options["note"] == "{{ env('I17_SECRET') }}"
+    template = "{{ env('I17_SECRET') }}"
+    with FaultProxy(moto_server) as proxy:
+        opts = {
+            "client_kwargs": {"endpoint_url": proxy.url},
+            "config_kwargs": {"user_agent_extra": template},  # sent with every request
+        }
+        cat = intake.open_cpg("s3://cpg-demo", storage_options=opts)
+        source = cat["cpg0016-jump"]["source_4"]
+        entry = source["profiles"](batch="2021_04_26_Batch1", plate="BR00117037")
+        assert len(entry.read()) > 0
+        for level in (cat["cpg0016-jump"], source, entry):
+            assert level.storage.storage_options["config_kwargs"]["user_agent_extra"] == template
+        assert proxy.log and not [r for r in proxy.log if SECRET in repr(r.headers)]
     assert SECRET not in repr(entry.describe())
+    storage._SHARED.clear()
 
 
 def test_catalog_levels_do_not_expand_env_in_the_root(tmp_path, secret_env):
