@@ -240,6 +240,56 @@ def _read_whole(fs: Any, path: str, url: str) -> bytes:
     )
 
 
+class ExactReads:
+    """An open remote file whose reads return every byte asked for, up to the object's end.
+
+    A body cut short on the way (a proxy or cache that sends fewer bytes than asked, with a
+    Content-Length that agrees) is read on from where it stopped, up to
+    :data:`SHORT_READ_ATTEMPTS` times per read, then a :class:`~intake_cpg.errors.StorageError`:
+    parquet readers never see a short range (they would report a corrupt file, or worse).
+    Everything else is the wrapped file's (``details``, ``size``, ``seek``, ...).
+    """
+
+    def __init__(self, fh: Any, url: str) -> None:
+        self._fh, self._url = fh, url
+
+    @classmethod
+    def wrap(cls, fh: Any, url: str) -> Any:
+        """``fh`` wrapped when it knows its size (remote files); local files as they are."""
+        return cls(fh, url) if isinstance(getattr(fh, "size", None), int) else fh
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+    def _complete(self, got: bytes, want: int, more: Callable[[int], bytes]) -> bytes:
+        parts, have = [got], len(got)
+        for _ in range(SHORT_READ_ATTEMPTS):
+            if have >= want:
+                break
+            log.warning("%s: a read returned %d of %d bytes; reading on", self._url, have, want)
+            chunk = more(have)
+            parts.append(chunk)
+            have += len(chunk)
+        if have < want:
+            raise StorageError(
+                f"{self._url}: a read returned {have:,} of {want:,} bytes after "
+                f"{SHORT_READ_ATTEMPTS} more attempts: the body was cut short on the way (a "
+                "proxy, cache or the network). Nothing of it was returned; try again later."
+            )
+        return b"".join(parts)
+
+    def read(self, n: int = -1) -> bytes:
+        start = self._fh.tell()
+        left = max(self._fh.size - start, 0)
+        want = left if n is None or n < 0 else min(n, left)
+        return self._complete(self._fh.read(want), want, lambda have: self._fh.read(want - have))
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        want = max(min(end, self._fh.size) - start, 0)
+        fetch = self._fh._fetch_range
+        return self._complete(fetch(start, end), want, lambda have: fetch(start + have, end))
+
+
 def _decompress(raw: bytes, compression: str | None) -> bytes:
     if compression is None:
         return raw
@@ -399,7 +449,8 @@ def read_schema(
     fs, path = filesystem(url, storage_options)
     try:
         if fmt.kind == "parquet":
-            with fs.open(path, "rb", cache_type="none") as fh:
+            with fs.open(path, "rb", cache_type="none") as raw:
+                fh = ExactReads.wrap(raw, url)
                 md = None if footer_cache is None else footer_cache.load(fh, url)
                 if md is None:
                     frag = ds.ParquetFileFormat().make_fragment(fh)
@@ -718,7 +769,8 @@ def read_file(
     expr = None
     try:
         if fmt.kind == "parquet":
-            with fs.open(path, "rb", cache_type="none") as fh:
+            with fs.open(path, "rb", cache_type="none") as raw:
+                fh = ExactReads.wrap(raw, url)
                 md = None if footer_cache is None else footer_cache.load(fh, url)
                 frag = pf = None
                 if md is None and filters and limit is None:  # prunes row groups by statistics

@@ -208,3 +208,36 @@ def test_missing_bucket_is_a_cpg_error(s3_options):
     with pytest.raises(CPGError) as err:
         ProfilesSource("s3://no-such-bucket-i17/x/plate.parquet", storage_options=s3_options).read()
     assert "no-such-bucket-i17" in str(err.value)
+
+
+# -- short bodies of parquet range reads -------------------------------------------------------------
+@pytest.fixture
+def parquet_object(make_bucket, s3_admin) -> dict[str, Any]:
+    bucket = make_bucket()
+    frame = _table(5000)
+    path = f"{bucket.removeprefix('s3://')}/t/plate.parquet"
+    with s3_admin.open(path, "wb") as f:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), f, row_group_size=1000)
+    s3_admin.invalidate_cache()
+    return {"url": f"{bucket}/t/plate.parquet", "frame": frame}
+
+
+@pytest.mark.parametrize("count", [1, 2, None])
+@pytest.mark.parametrize("footer_cache", [False, True])
+def test_short_parquet_range_reads_never_give_other_rows(
+    proxy, parquet_object, count, footer_cache
+):
+    url = parquet_object["url"]
+    src = ProfilesSource(url, storage_options=_opts(proxy), footer_cache=footer_cache or None)
+    clean = src.read()
+    assert len(clean) == 5000
+    src = ProfilesSource(url, storage_options=_opts(proxy), footer_cache=footer_cache or None)
+    src.discover()
+    proxy.add("short", method="GET", path=r"plate\.parquet$", count=count)
+    try:
+        again = src.read()
+    except StorageError as exc:  # refused, naming the object: never fewer or other rows
+        assert count is None and "plate.parquet" in str(exc)
+    else:
+        pd.testing.assert_frame_equal(again, clean, check_exact=True)
+    assert proxy.faults() >= 1
