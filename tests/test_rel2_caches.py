@@ -25,7 +25,6 @@ import pyarrow.parquet as pq
 import pytest
 from faultproxy import FaultProxy
 
-from intake_cpg import storage
 from intake_cpg.footer_cache import FooterCache
 from intake_cpg.sources import ProfilesSource
 from intake_cpg.storage import Storage
@@ -36,11 +35,9 @@ ACCESS_KEY, SECRET_KEY = "AKIAI17TESTKEY", "i17-secret-access-key"
 
 
 @pytest.fixture
-def proxy(demo_s3, moto_server) -> Any:
-    storage._SHARED.clear()
+def proxy(demo_s3, moto_server) -> Any:  # the tests make their own Storage objects
     with FaultProxy(moto_server) as p:
         yield p
-    storage._SHARED.clear()
 
 
 def _lists(proxy: FaultProxy) -> int:
