@@ -435,7 +435,7 @@ def verify_manifest(
             check = check_object(storage, key, rec.etag, deep=deep)
         except Exception as exc:  # one bad record must not hide the others' results
             log.warning("checking %s failed: %s", rec.subset, exc)
-            check = ObjectCheck(rec.resolve(root), rec.etag, None, "error", repr(exc))
+            check = ObjectCheck(rec.url, rec.etag, None, "error", str(exc))
         return {
             "subset": rec.subset,
             "url": check.url,

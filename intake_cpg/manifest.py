@@ -134,13 +134,20 @@ class ManifestRecord:
     def resolve(self, root: str | None = None) -> str:
         """The URL to load from: the storage URL, or the same key under ``root``.
 
+        A key that would leave ``root`` (or its bucket) is refused with a
+        :class:`~intake_cpg.errors.GalleryPathError` (see :func:`~intake_cpg.storage.contained_key`).
+
         >>> r = parse_manifest('[{"subset": "a", "url": "https://b.s3.amazonaws.com/k/x.parquet"}]', "m")[0]
         >>> r.resolve(), r.resolve("s3://mirror/prefix/"), r.resolve("/data")
         ('s3://b/k/x.parquet', 's3://mirror/prefix/k/x.parquet', '/data/k/x.parquet')
         """
+        from .storage import contained_key  # the one containment rule, for every key
+
         if not root:
+            if self.bucket is not None:
+                contained_key(self.key, f"s3://{self.bucket}")
             return self.storage_url
-        return f"{root.rstrip('/')}/{self.key}"
+        return f"{root.rstrip('/')}/{contained_key(self.key, root)}"
 
     def storage_root(self, root: str | None = None) -> str:
         """The root the record's ``key`` is relative to (``s3://<bucket>`` or ``root``)."""

@@ -30,7 +30,7 @@ from typing import Any
 from intake.catalog import Catalog
 from intake.catalog.local import UserParameter
 
-from .errors import ParameterError, not_found
+from .errors import GalleryPathError, ParameterError, not_found
 from .etag import verify_files
 from .intake_entry import CPGEntry, silence_shell_warning
 from .manifest import ManifestRecord, read_manifest
@@ -77,9 +77,12 @@ class ManifestProfilesSource(ProfilesSource):
         subset: str | None = None,
         manifest: str | None = None,
         root: str | None = None,
+        refused: str | None = None,
         **kwargs: Any,
     ) -> None:
         silence_shell_warning()  # keep the filter in place for the next YAML entry
+        if refused:  # the record's key would leave the root: nothing is read
+            raise GalleryPathError(f"subset {subset!r}: {refused}")
         meta = dict(metadata or {})
         if manifest:
             record = _find(read_manifest(manifest, storage_options), subset, manifest)
@@ -175,7 +178,11 @@ class ManifestCatalog(Catalog):
         super().__init__(storage_options=self._data_storage_options, **kwargs)
 
     def _entry(self, rec: ManifestRecord) -> CPGEntry:
-        url = rec.resolve(self.root)
+        refused = None
+        try:
+            url: str | None = rec.resolve(self.root)
+        except GalleryPathError as exc:  # the entry is listed; opening it raises this
+            url, refused = None, str(exc)
         verify = UserParameter(
             name="verify",
             description="check the object's ETag (HEAD) before loading",
@@ -194,6 +201,7 @@ class ManifestCatalog(Catalog):
                 "etag": rec.etag,
                 "subset": rec.subset,
                 "verify": "{{ verify }}",
+                **({"refused": refused} if refused else {}),
             },
             parameters=[verify],
             metadata=metadata,

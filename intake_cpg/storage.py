@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
@@ -61,6 +62,7 @@ __all__ = [
     "Entry",
     "SecretFilter",
     "Storage",
+    "contained_key",
     "effective_options",
     "filesystem",
     "get_storage",
@@ -247,6 +249,9 @@ def filesystem(
     if not isinstance(url, str) or not url.strip():
         raise ParameterError(f"expected a non-empty path or URL, got {url!r}")
     try:
+        if "::" in url:  # a chained URL: the options are its target's (the last layer)
+            target = protocol_of(url.rsplit("::", 1)[-1])
+            return url_to_fs(url, **{target: effective_options(target, storage_options)})
         return url_to_fs(url, **effective_options(protocol_of(url), storage_options))
     except ValueError as exc:  # fsspec: "Protocol not known"
         raise ParameterError(
@@ -367,6 +372,45 @@ def _seconds(value: Any, name: str) -> float:
     return seconds
 
 
+def contained_key(key: str, root: str) -> str:
+    """``key`` without its outer slashes, if it names something inside ``root``; else refused.
+
+    The one containment rule for every key that reaches storage, whatever produced it (a
+    listing, a parameter, a manifest record joined under ``root=``): no ``..`` or ``.``
+    segment, no backslash, no NUL, also once percent-decoded (an HTTP(S) root would decode
+    ``%2e%2e`` into ``..``).
+
+    >>> contained_key("/cpg0016-jump/source_4/", "/data/mirror")
+    'cpg0016-jump/source_4'
+    >>> contained_key("cpg0016-jump/%2e%2e/%2E%2E/etc", "/data/mirror")
+    Traceback (most recent call last):
+    ...
+    intake_cpg.errors.GalleryPathError: key 'cpg0016-jump/%2e%2e/%2E%2E/etc' would leave the gallery root /data/mirror: it has a '..' segment (once percent-decoded); keys are relative, '/'-separated names inside the root
+    """
+    key = key.strip("/")
+    for form, note in ((key, ""), (unquote(key), " (once percent-decoded)")):
+        segments = form.split("/")
+        bad = next(
+            (
+                reason
+                for reason, hit in (
+                    ("a '..' segment", ".." in segments),
+                    ("a '.' segment", "." in segments),
+                    ("a backslash", "\\" in form),
+                    ("a NUL character", "\x00" in form),
+                )
+                if hit
+            ),
+            None,
+        )
+        if bad:
+            raise GalleryPathError(
+                f"key {key!r} would leave the gallery root {root}: it has {bad}{note}; keys "
+                "are relative, '/'-separated names inside the root"
+            )
+    return key
+
+
 def _clean_etag(value: Any) -> str | None:
     if not value:
         return None
@@ -465,26 +509,7 @@ class Storage:
         ...
         intake_cpg.errors.GalleryPathError: key '../etc' would leave the gallery root /data/mirror: it has a '..' segment; keys are relative, '/'-separated names inside the root
         """
-        key = key.strip("/")
-        segments = key.split("/")
-        bad = next(
-            (
-                reason
-                for reason, hit in (
-                    ("a '..' segment", ".." in segments),
-                    ("a '.' segment", "." in segments),
-                    ("a backslash", "\\" in key),
-                    ("a NUL character", "\x00" in key),
-                )
-                if hit
-            ),
-            None,
-        )
-        if bad:
-            raise GalleryPathError(
-                f"key {key!r} would leave the gallery root {self.root_path}: it has {bad}; "
-                "keys are relative, '/'-separated names inside the root"
-            )
+        key = contained_key(key, self.root_path)
         if not key:
             return self.root_path
         return f"{self.root_path.rstrip('/')}/{key}"
