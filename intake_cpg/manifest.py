@@ -35,7 +35,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .errors import ManifestError, StorageError
 
@@ -72,6 +72,11 @@ def split_storage_url(url: str) -> tuple[str | None, str, str]:
     'cellpainting-gallery'
     >>> split_storage_url("https://example.org/x/y.csv.gz")
     (None, 'x/y.csv.gz', 'https://example.org/x/y.csv.gz')
+
+    A pinned version (``?versionId=``) is kept in the storage URL:
+
+    >>> split_storage_url("https://b.s3.amazonaws.com/a/b.parquet?versionId=v1")[2]
+    's3://b/a/b.parquet?versionId=v1'
     """
     from .errors import GalleryPathError
     from .layout import split_url
@@ -82,12 +87,26 @@ def split_storage_url(url: str) -> tuple[str | None, str, str]:
         return None, urlsplit(url).path.lstrip("/"), url
     if bucket is None:  # a plain path
         return None, key, url
+    key = key.partition("?")[0]  # s3:// keys keep their query in split_url
     if not bucket or not key.strip("/"):
         raise ManifestError(
             f"URL {url!r} names no object: expected s3://<bucket>/<key> or "
             "https://<bucket>.s3.amazonaws.com/<key>"
         )
-    return bucket, key, f"s3://{bucket}/{key}"
+    version = version_of(url)
+    return bucket, key, f"s3://{bucket}/{key}" + (f"?versionId={version}" if version else "")
+
+
+def version_of(url: str) -> str | None:
+    """The object version a URL pins (``?versionId=...``), or ``None``.
+
+    >>> version_of("https://b.s3.amazonaws.com/k/x.parquet?versionId=3HL4kqtJlcpX")
+    '3HL4kqtJlcpX'
+    >>> version_of("s3://b/k/x.parquet") is None
+    True
+    """
+    values = parse_qs(urlsplit(url).query).get("versionId")
+    return values[0] if values else None
 
 
 def recipe_ref(permalink: str | None) -> str | None:
@@ -130,6 +149,7 @@ class ManifestRecord:
     path_subset: str | None = None
     version: str | None = None
     variant: str | None = None
+    version_id: str | None = None
 
     def resolve(self, root: str | None = None) -> str:
         """The URL to load from: the storage URL, or the same key under ``root``.
@@ -290,6 +310,7 @@ def _record(row: Any, index: int, name: str, derive_subset: bool) -> ManifestRec
         recipe_permalink=recipe,
         config_permalink=config,
         recipe_ref=recipe_ref(recipe) or recipe_ref(config),
+        version_id=version_of(url),
         **_layout_fields(key),
     )
 

@@ -76,5 +76,8 @@ def ref_from_url(url: str) -> FileRef:
     >>> ref_from_url("s3://b/cpg0016-jump/source_4/workspace/profiles/B1/P1/P1.parquet").path.batch
     'B1'
     """
+    from .manifest import version_of
+
     path = find_gallery_path(url)
-    return FileRef(key=path.key if path is not None else url, url=url, path=path)
+    key = path.key if path is not None else url
+    return FileRef(key=key, url=url, path=path, version_id=version_of(url))

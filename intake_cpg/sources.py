@@ -260,7 +260,7 @@ class ProfilesSource(DataSource):
             return self._refs
         out: list[str] = []
         for url in self.urlpath:
-            if not (_GLOB_CHARS & set(url)):
+            if not (_GLOB_CHARS & set(url.split("?versionId=", 1)[0])):  # a version: no glob
                 out.append(url)
                 continue
             fs, path = filesystem(url, self.storage_options)

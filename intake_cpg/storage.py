@@ -252,7 +252,10 @@ def filesystem(
         if "::" in url:  # a chained URL: the options are its target's (the last layer)
             target = protocol_of(url.rsplit("::", 1)[-1])
             return url_to_fs(url, **{target: effective_options(target, storage_options)})
-        return url_to_fs(url, **effective_options(protocol_of(url), storage_options))
+        options = effective_options(protocol_of(url), storage_options)
+        if protocol_of(url) in _S3 and "?versionId=" in url:  # a pinned object version
+            options["version_aware"] = True
+        return url_to_fs(url, **options)
     except ValueError as exc:  # fsspec: "Protocol not known"
         raise ParameterError(
             f"cannot open {url!r}: {exc}. Expected a local path or a URL of an fsspec protocol "

@@ -142,7 +142,6 @@ def versioned(make_bucket, s3_admin) -> dict[str, Any]:
     return {"bucket": bucket, "key": key, "version": version, "rows": 3}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: ?versionId= dropped")
 @pytest.mark.parametrize("form", ["s3", "https"])
 def test_version_id_in_a_manifest_url_reads_that_version(versioned, s3_options, tmp_path, form):
     b, k, v = versioned["bucket"], versioned["key"], versioned["version"]
