@@ -10,6 +10,7 @@ plates are added to a batch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -148,13 +149,18 @@ class GallerySource(DataSource):
             from .sources import ProfilesSource
 
             refs = self.file_refs()
+            found = None
             if self.verify:
                 from .etag import verify_files
 
-                keys = [r.key for r in refs]
-                verify_files(self.storage, keys, self.etag, subset=self.params.get("subset"))
+                found = verify_files(
+                    self.storage, [r.key for r in refs], self.etag, subset=self.params.get("subset")
+                )
+            if found is not None:  # every read, on any worker, is pinned to the verified ETag
+                refs = [dataclasses.replace(refs[0], etag=found)]
             self._inner = ProfilesSource(
                 refs,
+                pin_etags=found is not None,
                 storage_options=self.storage.storage_options,
                 metadata=self.metadata,
                 **self.reader_options,

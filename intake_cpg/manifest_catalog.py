@@ -22,6 +22,7 @@ parameter of each entry) an entry checks the object's ETag before loading and ra
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -121,6 +122,9 @@ class ManifestProfilesSource(ProfilesSource):
             storage_options=self._record_options,
         )
         self._etag_checked = found is not None
+        if found is not None:  # every later read, on any worker, is pinned to this ETag
+            self._refs = [dataclasses.replace(r, etag=found) for r in self._expand()]
+            self.pin_etags = True
         return found
 
     def _load_metadata(self) -> None:

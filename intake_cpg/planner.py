@@ -54,6 +54,7 @@ class ReadOptions:
     format: str | None = None
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     footer_cache: Any = None
+    pin_etags: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ def plan_read(
         check_extra=opts.columns is None,
         index=opts.index,
         footer_cache=opts.footer_cache,
+        pin_etags=opts.pin_etags,
     )
     rows = None
     if (

@@ -39,13 +39,14 @@ import pyarrow.parquet as pq
 from .errors import (
     CPGError,
     DataReadError,
+    EtagMismatchError,
     OutOfMemoryError,
     ParameterError,
     SchemaMismatchError,
     StorageError,
     close_matches,
 )
-from .footer_cache import FooterCache, read_columns
+from .footer_cache import FooterCache, object_identity, read_columns
 from .layout import GalleryPath
 from .refs import FileRef, ref_from_url
 from .storage import (
@@ -219,11 +220,27 @@ def check_unique_columns(names: Sequence[str], url: str) -> None:
         )
 
 
-def _read_whole(fs: Any, path: str, url: str) -> bytes:
+def check_pinned(fh: Any, url: str, etag: str | None) -> None:
+    """Refuse an open object whose ETag is not the one it was pinned to (``verify=True``).
+
+    The open saw the object's current ETag (one HEAD) and every range read after it is
+    conditional on that ETag (``If-Match``), so checking it here pins the whole read.
+    Objects whose store keeps no ETag (local files) are not checked.
+    """
+    ident = object_identity(fh) if etag else None
+    if ident is not None and ident[0].lower() != etag.strip('"').lower():  # type: ignore[union-attr]
+        raise EtagMismatchError(
+            f"{url} changed after it was verified: its ETag is {ident[0]!r}, verify=True "
+            f"checked {etag!r}. Nothing of it was read; load again to verify the object now"
+        )
+
+
+def _read_whole(fs: Any, path: str, url: str, etag: str | None = None) -> bytes:
     """All bytes of one object, checked against its size (a short body is read again)."""
     got = expected = 0
     for attempt in range(1, SHORT_READ_ATTEMPTS + 1):
         with fs.open(path, "rb") as fh:
+            check_pinned(fh, url, etag)
             size = getattr(fh, "size", None)
             raw = fh.read()
         if size is None or len(raw) == size:
@@ -726,7 +743,9 @@ class ReadPlan:
     ``meta`` is the empty output frame (columns and dtypes every partition has, with the
     ``index`` column still a column). ``expected`` are the file columns a file must provide (``strict``), or may
     provide (other modes); ``path_columns`` are filled from the path when a file lacks them;
-    ``check_extra`` makes ``strict``/``first`` look at columns beyond ``expected``.
+    ``check_extra`` makes ``strict``/``first`` look at columns beyond ``expected``;
+    ``pin_etags`` makes every read of a file conditional on its reference's ETag (the one
+    ``verify=True`` checked): a replaced object is an :class:`~intake_cpg.errors.EtagMismatchError`.
     """
 
     meta: pd.DataFrame
@@ -741,6 +760,7 @@ class ReadPlan:
     check_extra: bool = True
     index: str | None = None
     footer_cache: FooterCache | None = None
+    pin_etags: bool = False
 
 
 def read_file(
@@ -753,6 +773,7 @@ def read_file(
     dtypes: Mapping[str, Any] | None = None,
     footer_cache: FooterCache | None = None,
     limit: int | None = None,
+    etag: str | None = None,
 ) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """Read the ``columns`` of one file that it has (all when ``None``).
 
@@ -770,6 +791,7 @@ def read_file(
     try:
         if fmt.kind == "parquet":
             with fs.open(path, "rb", cache_type="none") as raw:
+                check_pinned(raw, url, etag)
                 fh = ExactReads.wrap(raw, url)
                 md = None if footer_cache is None else footer_cache.load(fh, url)
                 frag = pf = None
@@ -797,7 +819,7 @@ def read_file(
                     table = table if expr is None else table.filter(expr)
             df = _cast_string_columns(table).to_pandas()
         else:
-            data = _decompress(_read_whole(fs, path, url), fmt.compression)
+            data = _decompress(_read_whole(fs, path, url, etag), fmt.compression)
             df = _read_text_bytes(data, fmt, columns, dtypes, url=url)
             df = df if limit is None else df.head(limit)
             names = tuple(_text_header(data, fmt, url))
@@ -810,6 +832,11 @@ def read_file(
             raise
         raise _options_error(url, storage_options, exc) from exc
     except (*_READ_ERRORS, *transport_errors()) as exc:
+        if etag and type(exc).__name__ == "FileExpired":  # an If-Match read found a new ETag
+            raise EtagMismatchError(
+                f"{url} changed while it was being read, after verify=True checked its ETag "
+                f"{etag!r}: {exc}. Nothing of it was returned; load again to verify it now"
+            ) from exc
         raise _data_error(url, fmt, exc, fs, path) from exc
     for c in df.columns:
         if is_string_column(str(c)) and df[c].dtype != STRING_DTYPE:
@@ -884,6 +911,7 @@ def read_one(ref: FileRef | str, plan: ReadPlan, limit: int | None = None) -> pd
         dtypes=plan.expected_dtypes,
         footer_cache=plan.footer_cache,
         limit=limit,
+        etag=ref.etag if plan.pin_etags else None,
     )
     have = set(names)
     from_path = path_values(ref.path) if plan.path_columns else {}

@@ -99,6 +99,7 @@ class PartitionReader:
             dict(p.list_widths),
             p.check_extra,
             p.index,
+            p.pin_etags,
         )
 
 
@@ -158,6 +159,10 @@ class ProfilesSource(DataSource):
         memory, a folder path in memory and on disk (shared by processes and sessions), or a
         :class:`~intake_cpg.footer_cache.FooterCache`. Keyed by URL, ETag and size, so a
         replaced file is read afresh. Default ``None``: no cache.
+    pin_etags:
+        Make every read of a file conditional on the ETag of its reference (what
+        ``verify=True`` checked against a manifest): an object replaced since is an
+        :class:`~intake_cpg.errors.EtagMismatchError` naming it, on any worker.
 
     Examples
     --------
@@ -194,6 +199,7 @@ class ProfilesSource(DataSource):
         files_per_partition: int | None = None,
         format: str | None = None,
         footer_cache: Any = None,
+        pin_etags: bool = False,
         **kwargs: Any,
     ) -> None:
         refs: list[FileRef] | None = None
@@ -248,6 +254,7 @@ class ProfilesSource(DataSource):
         self.files_per_partition = files_per_partition
         self.format = format
         self.footer_cache = resolve_footer_cache(footer_cache)
+        self.pin_etags = bool(pin_etags)
         self._refs: list[FileRef] | None = refs
         self._parts: list[tuple[FileRef, ...]] | None = None
         self._reader: PartitionReader | None = None
@@ -312,6 +319,7 @@ class ProfilesSource(DataSource):
             format=self.format,
             storage_options=self.storage_options,
             footer_cache=self.footer_cache,
+            pin_etags=self.pin_etags,
         )
         planned = plan_read(schemas, refs[0].path, len(refs), options)
         self._parts = parts

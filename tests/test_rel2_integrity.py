@@ -112,7 +112,6 @@ def pinned(make_bucket, s3_admin, demo_s3, s3_options, tmp_path) -> dict[str, An
     return {"bucket": bucket, "key": rec.key, "manifest": fn, "rows": rows, "data": data}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: verify=True checked once, at open")
 def test_verified_etag_pins_every_read_on_the_cluster(pinned, s3_admin, s3_options, dask_client):
     storage._SHARED.clear()
     src = ManifestCatalog(str(pinned["manifest"]), storage_options=s3_options)["s"](verify=True)
