@@ -63,6 +63,7 @@ __all__ = [
     "SecretFilter",
     "Storage",
     "contained_key",
+    "listing_identity",
     "effective_options",
     "filesystem",
     "get_storage",
@@ -375,6 +376,43 @@ def _seconds(value: Any, name: str) -> float:
     return seconds
 
 
+def listing_identity(protocol: str, options: Mapping[str, Any]) -> tuple[str, str]:
+    """``(endpoint, identity)`` that a listing's content depends on, beyond the root.
+
+    The endpoint is the one the client will use: ``storage_options`` (``client_kwargs`` or
+    ``endpoint_url``), else ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` from the
+    environment, else AWS itself. The identity is ``anonymous``, or a hash of the access key
+    (or profile) the requests are signed with: never the secret. Listings made under another
+    endpoint or identity are never served.
+
+    >>> listing_identity("s3", {"anon": True})[1]
+    'anonymous'
+    >>> listing_identity("s3", {"key": "AKIAEXAMPLE", "secret": "s"})[1].startswith("key:")
+    True
+    >>> listing_identity("file", {})
+    ('', 'local')
+    """
+    if protocol not in _S3:
+        return "", "local"
+    client = options.get("client_kwargs") or {}
+    endpoint = (
+        client.get("endpoint_url")
+        or options.get("endpoint_url")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or "aws"
+    )
+    if options.get("anon"):
+        return str(endpoint), "anonymous"
+    key = options.get("key") or client.get("aws_access_key_id")
+    if key:
+        return str(endpoint), "key:" + _digest(str(key))[:24]
+    profile = options.get("profile") or os.environ.get("AWS_PROFILE")
+    ambient = os.environ.get("AWS_ACCESS_KEY_ID")
+    who = f"profile:{profile}" if profile else f"key:{ambient}" if ambient else "default-chain"
+    return str(endpoint), "ambient:" + _digest(who)[:24]
+
+
 def contained_key(key: str, root: str) -> str:
     """``key`` without its outer slashes, if it names something inside ``root``; else refused.
 
@@ -540,14 +578,8 @@ class Storage:
         """
         if self.cache_dir is None:
             return None
-        opts = self.storage_options
         ident = json.dumps(
-            [
-                self.root,
-                opts.get("client_kwargs", {}).get("endpoint_url"),
-                opts.get("endpoint_url"),
-                [opts.get(k) for k in sorted(_CREDENTIAL_KEYS)],
-            ],
+            [self.root, *listing_identity(self.protocol, self.storage_options)],
             sort_keys=True,
             default=str,
         )

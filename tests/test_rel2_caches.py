@@ -44,7 +44,6 @@ def _lists(proxy: FaultProxy) -> int:
     return sum(1 for r in proxy.log if r.method == "GET" and "list-type=2" in r.path)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: listing cache keyed by identity")
 def test_credentialed_listing_is_not_served_to_an_anonymous_user(proxy, tmp_path):
     ep = {"endpoint_url": proxy.url}
     cache = tmp_path / "shared-cache"
@@ -72,7 +71,6 @@ print(",".join(e.name for e in Storage("s3://cpg-demo", cache_dir=sys.argv[1]).l
 """
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: listing cache keyed by the resolved endpoint")
 def test_listing_cache_is_keyed_by_the_endpoint_from_the_environment(proxy, moto_server, tmp_path):
     cache = str(tmp_path / "cache")
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
