@@ -7,10 +7,13 @@ file is removed on any failure, including an interrupt.
 
 :class:`DiskCache` keeps ``key -> value`` entries in one folder, shared by processes (dask
 workers, a later session). The listing cache (:mod:`intake_cpg.storage`) and the footer cache
-(:mod:`intake_cpg.footer_cache`) are two of them. An entry records the key it belongs to and a
-SHA-256 of its payload; one that cannot be read, fails its checksum or names another key is
-logged, deleted and reported as a miss, so the caller rebuilds it from the data: a cache is
-never trusted over the data. Values are bytes (:meth:`DiskCache.get` / :meth:`DiskCache.put`)
+(:mod:`intake_cpg.footer_cache`) are two of them. An entry records the key it belongs to and
+a signature of key and payload: an HMAC-SHA256 with a key private to the user
+(:func:`signing_key`, kept outside every cache folder, mode 0600). One that cannot be read,
+fails its signature or names another key is logged, deleted and reported as a miss, so the
+caller rebuilds it from the data: a cache is never trusted over the data, and whoever can write
+a shared cache folder but cannot read your key file cannot forge an entry you accept (a plain
+checksum they could recompute). Values are bytes (:meth:`DiskCache.get` / :meth:`DiskCache.put`)
 or JSON documents (:meth:`DiskCache.get_json` / :meth:`DiskCache.put_json`, stored as a JSON
 file). With ``max_bytes`` the folder is bounded: the least recently used entries go first.
 
@@ -28,25 +31,28 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import hmac
 import json
 import logging
 import os
+import secrets
 import shutil
 import struct
 import tempfile
+import threading
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from .errors import ParameterError
+from .errors import ParameterError, StorageError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DiskCache", "atomic_write"]
+__all__ = ["DiskCache", "atomic_write", "key_file", "signing_key"]
 
 #: Prefix of temporary files (a crashed writer's leftovers are recognisable and ignored).
 TMP_PREFIX = ".tmp-"
 _MAGIC = b"CPGDISK1"
-_FORMAT = 1
+_FORMAT = 1  # entries of older releases (a plain SHA-256, no "hmac") fail their signature
 
 
 def atomic_write(
@@ -96,6 +102,67 @@ def atomic_write(
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# -- signing: entries are bound to this user's key, kept outside every cache folder ---------------
+#: Environment variable naming the signing key file (default: under the user's config folder).
+KEY_FILE_ENV = "INTAKE_CPG_CACHE_KEY_FILE"
+_KEY_BYTES = 32
+_KEYS: dict[str, bytes] = {}
+_KEYS_LOCK = threading.Lock()
+
+
+def key_file() -> str:
+    """Where this user's cache signing key is kept: ``$INTAKE_CPG_CACHE_KEY_FILE``, else
+    ``$XDG_CONFIG_HOME/intake-cpg/cache-signing.key`` (``~/.config`` by default)."""
+    given = os.environ.get(KEY_FILE_ENV)
+    if given:
+        return os.path.abspath(os.path.expanduser(given))
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(os.path.abspath(config), "intake-cpg", "cache-signing.key")
+
+
+def signing_key() -> bytes:
+    """This user's secret key for cache entries: created (random, mode 0600) on first use.
+
+    A key file that others can read or write is refused (``StorageError``): a key anyone can
+    read lets anyone forge entries.
+    """
+    fn = key_file()
+    with _KEYS_LOCK:
+        if fn in _KEYS:
+            return _KEYS[fn]
+        if not os.path.exists(fn):
+            os.makedirs(os.path.dirname(fn), mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(fn), prefix=TMP_PREFIX)  # 0600
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(secrets.token_bytes(_KEY_BYTES))
+                try:
+                    os.link(tmp, fn)  # atomic, and never replaces a key another process made
+                except FileExistsError:
+                    pass
+            finally:
+                os.remove(tmp)
+        st = os.stat(fn)
+        if st.st_mode & 0o077 or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+            raise StorageError(
+                f"the cache signing key {fn} must be private to you (owner only, mode 0600); "
+                f"fix it with `chmod 600 {fn}`, or remove it to make a new one"
+            )
+        with open(fn, "rb") as f:
+            key = f.read()
+        if len(key) < _KEY_BYTES:
+            raise StorageError(
+                f"the cache signing key {fn} is too short; remove it to make a new one"
+            )
+        _KEYS[fn] = key
+        return key
+
+
+def _sign(key: str, data: bytes) -> str:
+    """The entry's signature: an HMAC-SHA256, with this user's key, of its key and payload."""
+    return hmac.new(signing_key(), key.encode() + b"\0" + data, hashlib.sha256).hexdigest()
 
 
 def _canonical(value: Any) -> str:
@@ -231,18 +298,29 @@ class DiskCache:
                 raise ValueError("unknown entry format")
             if header.get("key") != _canonical(key):
                 raise ValueError("entry is for another key")
-            if header.get("size") != len(payload) or header.get("sha256") != _digest(payload):
-                raise ValueError("checksum mismatch")
+            if header.get("size") != len(payload):
+                raise ValueError("size mismatch")
+            if not hmac.compare_digest(str(header.get("hmac")), _sign(header["key"], payload)):
+                raise ValueError("signature mismatch (not written by you, or changed since)")
         except (ValueError, struct.error) as exc:
             self._corrupt(fn, exc)
+            return None
+        except StorageError as exc:  # no usable signing key: no cache, never a crash
+            self.log.warning("%s not used: %s", self.what, exc)
             return None
         self._touch(fn)
         return payload
 
     def put(self, key: Any, data: bytes) -> bool:
         """Store ``data`` under ``key`` (atomically); ``False`` when it could not be written."""
+        canon = _canonical(key)
+        try:
+            signature = _sign(canon, data)
+        except StorageError as exc:
+            self.log.warning("%s not written: %s", self.what, exc)
+            return False
         header = json.dumps(
-            {"format": _FORMAT, "key": _canonical(key), "size": len(data), "sha256": _digest(data)}
+            {"format": _FORMAT, "key": canon, "size": len(data), "hmac": signature}
         ).encode()
         return self._write(key, _MAGIC + struct.pack("<I", len(header)) + header + bytes(data))
 
@@ -259,24 +337,28 @@ class DiskCache:
                 raise ValueError("not a cache document of this format")
             if doc.get("key") != _canonical(key):
                 raise ValueError("entry is for another key")
-            if "value" not in doc or doc.get("sha256") != _digest(
-                _canonical(doc["value"]).encode()
+            if "value" not in doc or not hmac.compare_digest(
+                str(doc.get("hmac")), _sign(doc["key"], _canonical(doc["value"]).encode())
             ):
-                raise ValueError("checksum mismatch")
+                raise ValueError("signature mismatch (not written by you, or changed since)")
         except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             self._corrupt(fn, exc)
+            return None
+        except StorageError as exc:  # no usable signing key: no cache, never a crash
+            self.log.warning("%s not used: %s", self.what, exc)
             return None
         self._touch(fn)
         return doc["value"]
 
     def put_json(self, key: Any, value: Any) -> bool:
         """Store the JSON-serialisable ``value`` under ``key`` as a readable JSON document."""
-        doc = {
-            "format": _FORMAT,
-            "key": _canonical(key),
-            "sha256": _digest(_canonical(value).encode()),
-            "value": value,
-        }
+        canon = _canonical(key)
+        try:
+            signature = _sign(canon, _canonical(value).encode())
+        except StorageError as exc:
+            self.log.warning("%s not written: %s", self.what, exc)
+            return False
+        doc = {"format": _FORMAT, "key": canon, "hmac": signature, "value": value}
         return self._write(key, json.dumps(doc).encode())
 
     # -- housekeeping ---------------------------------------------------------------------------

@@ -83,6 +83,19 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_signing_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The disk caches' signing key of this test session (never the user's own)."""
+    path = tmp_path_factory.mktemp("signing") / "cache-signing.key"
+    old = os.environ.get("INTAKE_CPG_CACHE_KEY_FILE")
+    os.environ["INTAKE_CPG_CACHE_KEY_FILE"] = str(path)  # subprocesses and workers inherit it
+    yield path
+    if old is None:
+        os.environ.pop("INTAKE_CPG_CACHE_KEY_FILE", None)
+    else:
+        os.environ["INTAKE_CPG_CACHE_KEY_FILE"] = old
+
+
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL (``http://127.0.0.1:<port>``) of a moto S3 server subprocess."""

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -90,27 +89,45 @@ def test_listing_cache_is_keyed_by_the_endpoint_from_the_environment(proxy, moto
 
 
 # -- forged entries --------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="issue 17: forged listing cache entry")
-def test_forged_listing_entry_is_not_served(demo_local, tmp_path, caplog):
+@pytest.fixture
+def attacker_key(tmp_path, monkeypatch) -> Any:
+    """Run a block as someone else who can write the cache folder (their own signing key)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def as_attacker() -> Any:
+        own = os.environ["INTAKE_CPG_CACHE_KEY_FILE"]
+        monkeypatch.setenv("INTAKE_CPG_CACHE_KEY_FILE", str(tmp_path / "attacker.key"))
+        try:
+            yield
+        finally:
+            monkeypatch.setenv("INTAKE_CPG_CACHE_KEY_FILE", own)
+
+    return as_attacker
+
+
+def test_forged_listing_entry_is_not_served(demo_local, tmp_path, attacker_key):
+    from intake_cpg.diskcache import DiskCache
+
     cache = tmp_path / "cache"
     prefix = "cpg0016-jump/source_4/workspace/profiles/2021_04_26_Batch1"
     st = Storage(demo_local.root, cache_dir=cache)
     plates = [e.name for e in st.ls(prefix)]
     assert len(plates) >= 2
-    [fn] = [p for p in cache.rglob("*.json") if json.loads(p.read_text()).get("prefix") == prefix]
-    doc = json.loads(fn.read_text())
-    doc["entries"] = doc["entries"][1:]  # drop a plate, and recompute the plain checksum
-    body = json.dumps(doc["entries"], sort_keys=True)
-    doc["sha256"] = hashlib.sha256(body.encode()).hexdigest()
-    fn.write_text(json.dumps(doc))
+    docs = {p: json.loads(p.read_text()) for p in cache.rglob("*.json")}
+    [(fn, doc)] = [(p, d) for p, d in docs.items() if prefix in json.dumps(d.get("key"))]
+    value = dict(doc["value"])
+    value["entries"] = value["entries"][1:]  # drop a plate
+    with attacker_key():  # checksums recomputed, signed with the attacker's own key
+        DiskCache(fn.parent, suffix=".json").put_json(json.loads(doc["key"]), value)
+    assert json.loads(fn.read_text())["value"]["entries"] == value["entries"]
     fresh = Storage(demo_local.root, cache_dir=cache)
     assert [e.name for e in fresh.ls(prefix)] == plates
     assert fresh.requests["ls"] == 1  # the forged entry was refused and listed again
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: forged footer cache entry")
 def test_forged_footer_entry_cannot_change_what_is_read(
-    make_bucket, s3_admin, s3_options, tmp_path
+    make_bucket, s3_admin, s3_options, tmp_path, attacker_key
 ):
     bucket = make_bucket().removeprefix("s3://")
     real = pa.table({"Metadata_Well": ["A01", "A02"], "Cells_a": [1.0, 2.0], "Cells_b": [3.0, 4.0]})
@@ -126,13 +143,31 @@ def test_forged_footer_entry_cannot_change_what_is_read(
     etag, size = info["ETag"].strip('"'), info["size"]
     FooterCache.clear_memory()
     # someone who can write the folder stores the other file's footer under this object's key
-    FooterCache(tmp_path / "footers").put(
-        url, etag, size, pq.read_metadata(tmp_path / "swapped.parquet")
-    )
+    with attacker_key():
+        forged = pq.read_metadata(tmp_path / "swapped.parquet")
+        FooterCache(tmp_path / "footers").put(url, etag, size, forged)
     FooterCache.clear_memory()
     got = ProfilesSource(
         url, storage_options=s3_options, footer_cache=str(tmp_path / "footers")
     ).read()
-    pd.testing.assert_frame_equal(
-        got[["Cells_a", "Cells_b"]], real.to_pandas()[["Cells_a", "Cells_b"]]
-    )
+    want = real.to_pandas()[["Cells_a", "Cells_b"]]
+    pd.testing.assert_frame_equal(got[["Cells_a", "Cells_b"]], want)
+
+
+def test_signing_key_is_private_and_a_shared_one_disables_the_cache(tmp_path, monkeypatch, caplog):
+    from intake_cpg import diskcache
+    from intake_cpg.errors import StorageError
+
+    fn = tmp_path / "config" / "intake-cpg" / "cache-signing.key"
+    monkeypatch.setenv(diskcache.KEY_FILE_ENV, str(fn))
+    key = diskcache.signing_key()
+    assert len(key) >= 32 and fn.stat().st_mode & 0o777 == 0o600
+    cache = diskcache.DiskCache(tmp_path / "cache")
+    assert cache.put("k", b"v") and cache.get("k") == b"v"
+    fn.chmod(0o644)  # readable by others: anyone could sign entries
+    diskcache._KEYS.clear()
+    with pytest.raises(StorageError):
+        diskcache.signing_key()
+    assert cache.get("k") is None and not cache.put("k", b"w")  # no cache, never a crash
+    assert "0600" in caplog.text
+    diskcache._KEYS.clear()
