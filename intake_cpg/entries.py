@@ -64,10 +64,13 @@ class SourceView:
     is learnt once however many parameters and selectors ask for it.
     """
 
-    def __init__(self, gallery: Gallery, project: str, source: str) -> None:
+    def __init__(
+        self, gallery: Gallery, project: str, source: str, *, strict: bool = False
+    ) -> None:
         self.gallery = gallery
         self.project = project
         self.source = source
+        self.strict = strict  # a selected plate without its table raises instead of a warning
         self._plate_products: dict[tuple[str, str | None, bool], PlateProduct] = {}
 
     def where(self, entry: str) -> str:
@@ -229,7 +232,7 @@ def _plate_files(
             [v or "(bare file)" for v in pp.files],
             view.where(row),
         )
-    return [view.gallery.plate_file(pp, b, p, variant) for b, p in pairs]
+    return view.gallery.plate_files(pp, pairs, variant, view.where(row), strict=view.strict)
 
 
 def _select_per_plate(row: str, variant_of: Callable[[PlateProduct, Bound], str]) -> Any:

@@ -77,6 +77,7 @@ class GallerySource(DataSource):
         version: str | None = None,
         verify: bool = False,
         etag: str | None = None,
+        strict: bool = False,
         cache_dir: str | None = None,
         listing_ttl: float = 3600.0,
         metadata: dict[str, Any] | None = None,
@@ -110,6 +111,7 @@ class GallerySource(DataSource):
         self.product = product
         self.verify = bool(verify)
         self.etag = etag or None
+        self.strict = bool(strict)
         self.reader_options = reader_options
         self.storage = get_storage(
             urlpath, storage_options, listing_ttl=listing_ttl, cache_dir=cache_dir
@@ -128,7 +130,7 @@ class GallerySource(DataSource):
         """The files this source loads, with what their listing said (listing what it must, once)."""
         if self._refs is None:
             p = self.params
-            view = SourceView(Gallery(self.storage), p["project"], p["source"])
+            view = SourceView(Gallery(self.storage), p["project"], p["source"], strict=self.strict)
             row = ENTRY_TABLE[self.product]
             assert row.select is not None  # the entry-table contract test checks every row
             self._refs = row.select(view, p)

@@ -330,6 +330,62 @@ class Gallery:
         )
         return self.ref(key)
 
+    def plate_files(
+        self,
+        pp: PlateProduct,
+        pairs: list[tuple[str, str]],
+        variant: str,
+        where: str,
+        *,
+        strict: bool = False,
+    ) -> list[FileRef]:
+        """One file per selected plate, checked against one recursive listing per batch.
+
+        A plate's file is where the batch's sample plate says (:meth:`plate_file`); a plate
+        stored under another name or format is read from where it is (its best table of the
+        variant); a plate with no such table is skipped with a logged WARNING naming it, or
+        refused with ``strict``. The refs carry the size and ETag of their listing.
+        """
+        found = self.storage.find_many(sorted({pp.folder(b) for b, _ in pairs}))
+        listed = {e.key: e for entries in found.values() for e in entries}
+        out, skipped = [], []
+        for b, p in pairs:
+            expected = self.plate_file(pp, b, p, variant).key
+            if expected in listed:
+                out.append(self.ref(expected, listed[expected]))
+                continue
+            folder = pp.folder(b, p) + "/"
+            own = [
+                self.ref(k, e)
+                for k, e in listed.items()
+                if k.startswith(folder) and self.is_table(e.name)
+            ]
+            own = [
+                r
+                for r in own
+                if r.path.product == pp.product
+                and r.path.plate in (p, None)
+                and (r.path.variant or "") == variant
+            ]
+            if own:
+                best = min(own, key=lambda r: (_rank(r.path.filename), r.key))
+                log.info("%s: %s is not at %s; reading %s", where, p, expected, best.key)
+                out.append(best)
+                continue
+            if strict:
+                raise not_found(
+                    "table file", expected.rsplit("/", 1)[-1], [], f"{where} (plate {b}/{p})"
+                )
+            skipped.append(f"{b}/{p}")
+        if skipped:
+            log.warning(
+                "%s: skipped %d plate(s) without a %s table: %s (strict=True refuses them)",
+                where, len(skipped), variant or "bare-file", ", ".join(skipped[:20]),
+            )  # fmt: skip
+        if not out:
+            raise not_found("plate with a table", ", ".join(skipped[:5]), [], where)
+        return out
+
     def plate_tables(self, pp: PlateProduct, pairs: list[tuple[str, str]]) -> list[list[FileRef]]:
         """The table files of each selected plate folder, best extension first (one listing per
         plate, concurrent): for products whose file names vary from plate to plate."""

@@ -178,7 +178,6 @@ def _source(root: str, opts: dict[str, Any], **kw: Any) -> GallerySource:
     )  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: file names guessed from one sample plate")
 def test_plates_not_like_the_sample_are_read_from_where_they_are(uneven_batch, s3_options, caplog):
     src = _source(uneven_batch, s3_options)
     with caplog.at_level(logging.WARNING, logger="intake_cpg"):
@@ -189,7 +188,6 @@ def test_plates_not_like_the_sample_are_read_from_where_they_are(uneven_batch, s
     assert sorted(out["Metadata_Plate"].unique()) == ["P1", "P2"] and len(out) == 4
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: file names guessed from one sample plate")
 def test_a_plate_without_a_table_raises_with_strict(uneven_batch, s3_options):
     with pytest.raises(ProductNotFoundError) as err:
         _source(uneven_batch, s3_options, strict=True).file_keys()
