@@ -238,8 +238,9 @@ def test_cost_of_browsing(cat):
     source["profiles"].describe()  # base, 2 batches, 1 sample plate per batch
     assert req["ls"] == 5 + 1 + 2 + 2
     source["profiles"](batch=BATCH).to_dask()
-    assert req["ls"] == 10  # resolving files lists nothing more
-    assert sum(req.values()) == req["ls"]
+    assert req["ls"] == 10  # resolving files lists no level again...
+    assert req["find"] == 1  # ...but checks the batch's files in one recursive listing
+    assert sum(req.values()) == req["ls"] + req["find"]
 
 
 def test_reload_and_pickle_do_not_relist(cat):
