@@ -13,9 +13,10 @@ bytes being read. A replaced object has a new ETag and simply misses. Objects wi
 (local files) are not cached.
 
 Disk entries live in a :class:`~intake_cpg.diskcache.DiskCache`: written atomically (temporary
-file + rename), with a SHA-256 of their payload and the key they belong to. An entry that
-cannot be read, fails its checksum, or names another key is logged, deleted and rebuilt from
-the object: the cache is never trusted over the data.
+file + rename), signed with the user's key (HMAC-SHA256 of key and payload, see
+:func:`~intake_cpg.diskcache.signing_key`). An entry that cannot be read, fails its
+signature, or names another key is logged, deleted and rebuilt from the object: the cache is
+never trusted over the data, and an entry forged by someone who can write the folder is one.
 
 >>> import tempfile, pyarrow as pa, pyarrow.parquet as pq
 >>> d = tempfile.mkdtemp()
