@@ -8,16 +8,14 @@ copy of it, and a loopback HTTP server.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
 import intake
 import pandas as pd
 import pytest
+from test_storage import http_root  # noqa: F401  (a fixture, used by name)
 
 from intake_cpg import cli, storage
 from intake_cpg.errors import CPGError, ParameterError, StorageError
@@ -33,23 +31,6 @@ ROOT = "s3://cpg-demo"
 def small_records(demo_s3, s3_options) -> list[Any]:
     recs = read_manifest(f"{ROOT}/{demo_s3.manifest_key}", s3_options)
     return [r for r in recs if r.etag and "-" not in r.etag][:2]
-
-
-@pytest.fixture
-def http_server(tmp_path) -> Any:
-    """A loopback HTTP server serving ``tmp_path / "www"``."""
-    www = tmp_path / "www"
-    www.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield www, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # -- verify: one status per record, every scheme that loads -------------------------------------------
@@ -108,8 +89,8 @@ def test_non_numeric_listing_ttl_is_a_parameter_error(tmp_path):
         list(intake.open_catalog(str(yaml)).g)
 
 
-def test_http_record_with_s3_options_is_a_cpg_error_naming_it(http_server, tmp_path, s3_options):
-    www, base = http_server
+def test_http_record_with_s3_options_is_a_cpg_error_naming_it(request, tmp_path, s3_options):
+    base, www = request.getfixturevalue("http_root")  # test_storage's loopback HTTP server
     pd.DataFrame({"Metadata_Well": ["A01"], "Cells_x": [1.0]}).to_csv(www / "t.csv", index=False)
     fn = tmp_path / "m.json"
     fn.write_text(json.dumps([{"subset": "t", "url": f"{base}/t.csv"}]))
