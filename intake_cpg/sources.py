@@ -369,10 +369,10 @@ class ProfilesSource(DataSource):
         reader = self._reader if columns is None else self._reader.project_columns(columns)
         plan = reader.plan
         frames, got = [], 0
-        for url in (u for part in self._parts for u in part):
+        for ref in (r for part in self._parts for r in part):
             if got >= n:
                 break
-            frames.append(readers.read_one(url, plan, limit=n - got))
+            frames.append(readers.read_one(ref, plan, limit=n - got))
             got += len(frames[-1])
         out = pd.concat(frames, ignore_index=True).head(n) if frames else plan.meta.iloc[:0]
         return out.set_index(plan.index) if plan.index else out
