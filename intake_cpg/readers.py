@@ -278,6 +278,12 @@ class ExactReads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fh, name)
 
+    def __setattr__(self, name: str, value: Any) -> None:  # e.g. ``fh.cache = ...``
+        if name in ("_fh", "_url"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._fh, name, value)
+
     def _complete(self, got: bytes, want: int, more: Callable[[int], bytes]) -> bytes:
         parts, have = [got], len(got)
         for _ in range(SHORT_READ_ATTEMPTS):
