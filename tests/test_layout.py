@@ -834,3 +834,11 @@ def test_every_formattable_layout_round_trips_plain_values(product, layout):
     parsed = parse_key(key, strict=True)
     assert parsed.product == product
     assert {n: getattr(parsed, n) for n in values} == values
+
+
+@pytest.mark.parametrize("url", ["://cpg0016-jump", "ftp://b/cpg0016-jump/x.csv", "s3:///k"])
+def test_tolerant_parse_of_a_url_it_cannot_split_is_other(url):
+    # hypothesis found '://cpg0016-jump' raising in tolerant mode (test_parse_key_fuzzed)
+    assert parse_key(url).product == "other"
+    with pytest.raises(GalleryPathError):
+        parse_key(url, strict=True)

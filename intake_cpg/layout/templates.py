@@ -480,7 +480,12 @@ def parse_key(key: str, strict: bool = False) -> GalleryPath:
     intake_cpg.errors.GalleryPathError: cannot parse gallery key 'cpg0016-jump/source_4/workspace/profilez/b/p/p.parquet': segment 4 'profilez' is not a known folder under 'workspace/' (expected one of: analysis, backend, load_data_csv, load_data_csv_orig, metadata, pipelines, profiles, profiles_assembled, quality_control, segmentation)
     """
     if "://" in key:
-        key = split_url(key)[1]
+        try:
+            key = split_url(key)[1]
+        except GalleryPathError:
+            if strict:
+                raise
+            return GalleryPath(product="other", key=key)  # tolerant: never guess from a bad URL
     elif key[:1] == "/":
         key = key.lstrip("/")
     segs = key.split("/")
