@@ -318,6 +318,16 @@ class _Level(Catalog):
         self._get_entries()
         return super().walk(sofar=sofar, prefix=prefix, depth=depth)
 
+    def to_intake2(self, output: str = "dask") -> Any:
+        """This level as an Intake 2 catalog (``intake.readers.entry.Catalog``).
+
+        See :func:`intake_cpg.intake2.to_catalog`; ``output`` is the tables' reader output
+        (``"pandas"``, ``"dask"``, ``"polars"``, ``"polars_lazy"`` or ``"arrow"``).
+        """
+        from .intake2 import to_catalog
+
+        return to_catalog(self, output)
+
     def refresh(self) -> None:
         """Forget cached listings and list this level again."""
         self.storage.refresh()

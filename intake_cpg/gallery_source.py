@@ -19,6 +19,7 @@ from intake.source.base import DataSource, Schema
 from . import __version__
 from .entries import ENTRY_TABLE, SourceView, validate_params
 from .errors import ParameterError
+from .outputs import TableOutputs
 from .refs import FileRef
 from .resolve import ALL, Gallery
 from .storage import DEFAULT_ROOT, get_storage
@@ -40,7 +41,7 @@ _READER_OPTIONS = (
 )
 
 
-class GallerySource(DataSource):
+class GallerySource(TableOutputs, DataSource):
     """One product of one source of a gallery, selected by parameters, as a dask dataframe.
 
     Usually made by the catalog (``cat["cpg0016-jump"]["source_4"]["profiles"](batch=...)``),

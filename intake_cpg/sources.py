@@ -25,6 +25,7 @@ from . import readers
 from .entries import ANALYSIS_FILES_PER_PARTITION, partition_refs
 from .errors import ParameterError
 from .footer_cache import resolve_footer_cache
+from .outputs import TableOutputs
 from .planner import ReadOptions, plan_read
 from .readers import SCHEMA_MODES, FileSchema, ReadPlan
 from .refs import FileRef, ref_from_url
@@ -103,7 +104,7 @@ class PartitionReader:
         )
 
 
-class ProfilesSource(DataSource):
+class ProfilesSource(TableOutputs, DataSource):
     """A gallery table (or many files of one table) as a lazy dask dataframe.
 
     Parameters
