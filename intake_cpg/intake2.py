@@ -578,11 +578,9 @@ def to_catalog(level: Any, output: str = "dask") -> GalleryV2Catalog:
     from .catalog import _Level
 
     storage = {**level._source_args, "urlpath": level.storage.root}
-    gallery = CellPaintingGallery(
-        storage["urlpath"], storage["storage_options"], storage["cache_dir"],
-        storage["listing_ttl"],
-    )  # fmt: skip
-    gallery_desc = gallery.to_entry()
+    gallery_desc = CellPaintingGallery(
+        storage["urlpath"], storage["storage_options"], storage["cache_dir"], storage["listing_ttl"]
+    ).to_entry()
     data: dict[str, DataDescription] = {}
     makers: dict[str, Callable[[], ReaderDescription]] = {}
     for name, v1 in level._get_entries().items():
@@ -590,8 +588,8 @@ def to_catalog(level: Any, output: str = "dask") -> GalleryV2Catalog:
         args = {k: v for k, v in v1._open_args.items() if k not in _STORAGE_FIELDS}
         if issubclass(cls, _Level):
             data.setdefault(gallery_desc.token, gallery_desc)
-            kwargs = {"data": "{data(%s)}" % gallery_desc.token, "level": cls.kind,
-                      "output": output, **args}  # fmt: skip
+            kwargs = {"data": _ref(gallery_desc.token), "level": cls.kind, "output": output}
+            kwargs.update(args)
             makers[name] = _fixed(
                 ReaderDescription(
                     reader=GalleryCatalogReader.qname(),
@@ -603,9 +601,8 @@ def to_catalog(level: Any, output: str = "dask") -> GalleryV2Catalog:
             continue
         entry = args.pop("product")
         fixed = {k: args.pop(k) for k in ("project", "source", "subset", "etag") if k in args}
-        table = data_class(entry)(storage["urlpath"], **fixed, **{
-            k: storage[k] for k in ("storage_options", "cache_dir", "listing_ttl")
-        }).to_entry()  # fmt: skip
+        where = {k: storage[k] for k in ("storage_options", "cache_dir", "listing_ttl")}
+        table = data_class(entry)(storage["urlpath"], **fixed, **where).to_entry()
         data[table.token] = table
         makers[name] = _table_maker(v1, table.token, reader_class(entry, output), args)
     return GalleryV2Catalog(
@@ -614,6 +611,11 @@ def to_catalog(level: Any, output: str = "dask") -> GalleryV2Catalog:
         data=data,
         metadata={**level.metadata, "name": level.name, "description": level.description or ""},
     )
+
+
+def _ref(token: str) -> str:
+    """Intake 2's reference to a data description of the same catalog."""
+    return "{data(" + token + ")}"
 
 
 def _fixed(desc: ReaderDescription) -> Callable[[], ReaderDescription]:
@@ -629,8 +631,8 @@ def _table_maker(
         for k, v in args.items():
             m = _TEMPLATE.match(v) if isinstance(v, str) else None
             if m is not None and m.group(1) in params:
-                chosen[k] = "{%s}" % m.group(1)
-        kwargs = {"data": "{data(%s)}" % data_token, "parameters": chosen}
+                chosen[k] = "{" + m.group(1) + "}"  # an Intake 2 template
+        kwargs = {"data": _ref(data_token), "parameters": chosen}
         return ReaderDescription(
             reader=reader.qname(),
             kwargs=kwargs,
