@@ -42,6 +42,7 @@ PYPI_TO_CONDA: dict[str, str] = {
     "dask[dataframe]": "dask-core",
     "distributed": "distributed",
     "pyarrow": "pyarrow",
+    "polars": "polars",
     "pandas": "pandas",
     "jinja2": "jinja2",
     "pyyaml": "pyyaml",
