@@ -526,6 +526,19 @@ class GalleryV2Catalog(Catalog):
                 up["cls"] = self.entries[name].user_parameters[pname].qname()
         return out
 
+    def search(self, expr: Any) -> GalleryV2Catalog:
+        """Intake's ``search`` (text or a search expression), keeping the data descriptions the
+        found entries refer to (Intake's own drops them, so its results cannot be read)."""
+        found = super().search(expr)
+        used = {t for desc in found.entries.values() for t in _REF.findall(str(desc.kwargs))}
+        return type(self)(
+            entries=found.entries,
+            aliases=found.aliases,
+            data={t: d for t, d in self.data.items() if t in used},
+            user_parameters=self.user_parameters,
+            metadata=self.metadata,
+        )
+
     def __call__(self, **kwargs: Any) -> GalleryV2Catalog:
         """A copy with parameter values set (``cat(batch="...")["profiles"]``)."""
         over = {**self._up_overrides, **kwargs}
@@ -563,6 +576,7 @@ class _LazyEntries(LazyDict):
 
 
 _TEMPLATE = re.compile(r"^\{\{\s*(\w+)\s*\}\}$")
+_REF = re.compile(r"\{data\(([^)]+)\)\}")
 
 
 def to_catalog(level: Any, output: str = "dask") -> GalleryV2Catalog:

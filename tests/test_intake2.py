@@ -242,6 +242,14 @@ def test_every_level_converts(cat):
     assert sorted(assembled) == ["ALL", "COMPOUND", "CRISPR", "ORF"]
 
 
+def test_search_finds_entries_that_still_read(cat):
+    v2 = cat["cpg0016-jump"]["source_4"].to_intake2(output="pandas")
+    found = v2.search("deep-learning")
+    assert sorted(found) == ["dl_profiles", "embeddings"]
+    df = found(batch=BATCH)["dl_profiles"].read()
+    assert len(df) > 0 and "all_emb" in df.columns
+
+
 def test_conversion_lists_one_level_and_resolves_tables_lazily(cat):
     src = cat["cpg0016-jump"]["source_4"]
     list(src)
