@@ -5,8 +5,8 @@ known to ``intake.readers.recommend`` without importing intake-cpg. It imports n
 everything heavy is imported when data is read.
 
 **Data types** (one per table entry of a gallery source): ``CPGProfiles``, ``CPGLoadData``,
-``CPGAnalysis``, ``CPGBackend``, ``CPGPlatemaps``, ``CPGDLProfiles``, ``CPGEmbeddings`` and
-``CPGAssembledProfiles`` say *where* a table is (gallery root, storage options, project,
+``CPGAnalysis``, ``CPGBackend``, ``CPGPlatemaps``, ``CPGDlProfiles``, ``CPGEmbeddings`` and
+``CPGProfilesAssembled`` say *where* a table is (gallery root, storage options, project,
 source; subset and manifest ETag for assembled profiles). :class:`CellPaintingGallery` is a
 gallery root, read as a catalog.
 
@@ -80,31 +80,42 @@ class EntryDescription:
     """What a table entry needs to get its Intake 2 data type and readers.
 
     ``name`` is the catalog entry name (and :class:`~intake_cpg.gallery_source.GallerySource`
-    product); ``stem`` names the classes (``CPG<stem>``, ``Pandas<CPG...>``); ``parameters``
-    are the entry's user parameters; ``fixed`` are the data fields the catalog fills in beyond
-    project and source.
+    product); ``parameters`` are the entry's user parameters; ``fixed`` are the data fields
+    the catalog fills in beyond project and source (for an entry that is a catalog of
+    sub-entries, the parameter that names them, and the manifest's ETag).
     """
 
     name: str
-    stem: str
     parameters: tuple[str, ...]
     fixed: tuple[str, ...] = ()
+
+    @property
+    def stem(self) -> str:
+        """The class-name stem: ``dl_profiles`` -> ``DlProfiles`` (``CPGDlProfiles``, ...)."""
+        return "".join(part.capitalize() for part in self.name.split("_"))
+
+    @classmethod
+    def of(cls, name: str, parameters: tuple[str, ...], catalog: bool = False) -> EntryDescription:
+        """The description of an entry; a ``catalog`` entry's first parameter names its
+        sub-entries, so it is a data field (with the manifest ETag), not a parameter."""
+        if catalog:
+            return cls(name, parameters[1:], (parameters[0], "etag"))
+        return cls(name, parameters)
 
 
 #: One row per table entry of the gallery catalog (the entry table, once issue 13 lands).
 ENTRIES: tuple[EntryDescription, ...] = (
-    EntryDescription("profiles", "Profiles", ("batch", "plate", "variant")),
-    EntryDescription("load_data", "LoadData", ("batch", "plate")),
-    EntryDescription("analysis", "Analysis", ("batch", "plate", "compartment")),
-    EntryDescription("backend", "Backend", ("batch", "plate")),
-    EntryDescription("platemaps", "Platemaps", ("batch", "platemap")),
-    EntryDescription("dl_profiles", "DLProfiles", ("model", "batch", "plate")),
-    EntryDescription("embeddings", "Embeddings", ("model", "batch", "plate")),
-    EntryDescription(
-        "profiles_assembled", "AssembledProfiles", ("version", "variant", "verify"),
-        fixed=("subset", "etag"),
+    EntryDescription.of("profiles", ("batch", "plate", "variant")),
+    EntryDescription.of("load_data", ("batch", "plate")),
+    EntryDescription.of("analysis", ("batch", "plate", "compartment")),
+    EntryDescription.of("backend", ("batch", "plate")),
+    EntryDescription.of("platemaps", ("batch", "platemap")),
+    EntryDescription.of("dl_profiles", ("model", "batch", "plate")),
+    EntryDescription.of("embeddings", ("model", "batch", "plate")),
+    EntryDescription.of(
+        "profiles_assembled", ("subset", "version", "variant", "verify"), catalog=True
     ),
-)  # fmt: skip
+)
 
 
 def _read_pandas(src: Any) -> Any:
