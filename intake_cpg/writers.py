@@ -1,7 +1,8 @@
 """Table file formats an export can write, as one table: name, extensions, how to open a writer.
 
 A writer takes Arrow tables of one schema, one after the other (``write_table``), and is
-closed once (``close``); the export loop (:mod:`intake_cpg.export`) streams partitions into it
+closed once (``close``); its codec comes from the target's name and the format
+(``compression(target, given)``), since the writer itself writes a temporary file. The export loop (:mod:`intake_cpg.export`) streams partitions into it
 and renames the temporary file onto the target when it is complete. Formats:
 
 * ``parquet`` (``.parquet``, ``.pq``): zstd-compressed, statistics on the non-float columns;
@@ -18,7 +19,7 @@ and renames the temporary file onto the target when it is complete. Formats:
 >>> fmt = format_for(path)
 >>> fmt.name
 'arrow'
->>> w = fmt.open(path, table.schema)
+>>> w = fmt.open(path, table.schema, fmt.compression(path, None))
 >>> w.write_table(table); w.close()
 >>> feather.read_table(path).column("Metadata_Plate").to_pylist()
 ['1053601756']
@@ -51,8 +52,11 @@ class TableFormat:
 
     name: str
     extensions: tuple[str, ...]
-    open: Callable[[str, Any], TableWriter]
+    #: ``open(path, schema, compression)``: a writer on ``path`` (a temporary file).
+    open: Callable[[str, Any, str | None], TableWriter]
     description: str
+    #: ``compression(target, given)``: the codec for the target file (``given`` if not None).
+    compression: Callable[[str, str | None], str | None]
 
 
 def statistics_columns(schema: Any) -> list[str]:
@@ -62,18 +66,28 @@ def statistics_columns(schema: Any) -> list[str]:
     return [f.name for f in schema if not pa.types.is_floating(f.type)]
 
 
-def _open_parquet(path: str, schema: Any) -> TableWriter:
+def _zstd(target: str, given: str | None) -> str | None:
+    return "zstd" if given is None else given
+
+
+def _gzip_by_name(target: str, given: str | None) -> str | None:
+    if given is not None:
+        return given
+    return "gzip" if target.lower().endswith(".gz") else None
+
+
+def _open_parquet(path: str, schema: Any, compression: str | None) -> TableWriter:
     import pyarrow.parquet as pq
 
     return pq.ParquetWriter(
-        path, schema, compression="zstd", write_statistics=statistics_columns(schema)
+        path, schema, compression=compression, write_statistics=statistics_columns(schema)
     )
 
 
 class _CSVWriter:
     """``pyarrow.csv.CSVWriter`` on a file it owns (gzip-compressed for ``.gz``)."""
 
-    def __init__(self, path: str, schema: Any) -> None:
+    def __init__(self, path: str, schema: Any, compression: str | None) -> None:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
@@ -84,7 +98,9 @@ class _CSVWriter:
                 f"CSV cannot hold list-typed columns {lists[:5]}; load with "
                 "expand_embeddings=True (one column per element), or export to parquet or arrow"
             )
-        self._file: Any = gzip.open(path, "wb") if path.endswith(".gz") else open(path, "wb")  # noqa: SIM115
+        if compression not in (None, "gzip"):
+            raise ParameterError(f"CSV is written plain or gzip-compressed, not {compression!r}")
+        self._file: Any = gzip.open(path, "wb") if compression else open(path, "wb")  # noqa: SIM115
         try:
             self._writer = pacsv.CSVWriter(self._file, schema)
         except BaseException:
@@ -101,14 +117,14 @@ class _CSVWriter:
             self._file.close()
 
 
-def _open_csv(path: str, schema: Any) -> TableWriter:
-    return _CSVWriter(path, schema)
+def _open_csv(path: str, schema: Any, compression: str | None) -> TableWriter:
+    return _CSVWriter(path, schema, compression)
 
 
-def _open_arrow(path: str, schema: Any) -> TableWriter:
+def _open_arrow(path: str, schema: Any, compression: str | None) -> TableWriter:
     import pyarrow as pa
 
-    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    options = pa.ipc.IpcWriteOptions(compression=compression)
     return pa.ipc.new_file(path, schema, options=options)
 
 
@@ -116,12 +132,18 @@ def _open_arrow(path: str, schema: Any) -> TableWriter:
 FORMATS: Mapping[str, TableFormat] = MappingProxyType(
     {
         "parquet": TableFormat(
-            "parquet", (".parquet", ".pq"), _open_parquet, "Parquet, zstd-compressed"
+            "parquet", (".parquet", ".pq"), _open_parquet, "Parquet, zstd-compressed", _zstd
         ),
-        "csv": TableFormat("csv", (".csv", ".csv.gz"), _open_csv, "comma-separated text"),
+        "csv": TableFormat(
+            "csv", (".csv", ".csv.gz"), _open_csv, "comma-separated text", _gzip_by_name
+        ),
         "arrow": TableFormat(
-            "arrow", (".arrow", ".feather", ".ipc"), _open_arrow, "Arrow IPC file (Feather v2)"
-        ),
+            "arrow",
+            (".arrow", ".feather", ".ipc"),
+            _open_arrow,
+            "Arrow IPC file (Feather v2), zstd-compressed",
+            _zstd,
+        ),  # fmt: skip
     }
 )
 _ALIASES = {"feather": "arrow", "ipc": "arrow", "pq": "parquet"}

@@ -35,7 +35,7 @@ def test_each_format_writes_every_part_and_reads_back(tmp_path, name, fmt):
     path = str(tmp_path / name)
     chosen = format_for(path)
     assert chosen.name == fmt
-    writer = chosen.open(path, PARTS[0].schema)
+    writer = chosen.open(path, PARTS[0].schema, chosen.compression(path, None))
     for part in PARTS:
         writer.write_table(part)
     writer.close()
@@ -53,7 +53,7 @@ def test_each_format_writes_every_part_and_reads_back(tmp_path, name, fmt):
 def test_csv_refuses_list_columns_with_what_to_do(tmp_path):
     schema = pa.schema([("plate", pa.string()), ("emb", pa.list_(pa.float32()))])
     with pytest.raises(ParameterError, match="expand_embeddings=True"):
-        FORMATS["csv"].open(str(tmp_path / "e.csv"), schema)
+        FORMATS["csv"].open(str(tmp_path / "e.csv"), schema, None)
     assert not (tmp_path / "e.csv").exists()  # refused before any file is made
 
 
