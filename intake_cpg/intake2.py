@@ -48,9 +48,10 @@ from intake.readers.utils import LazyDict, PartlyLazyDict
 from intake.readers.utils import to_dict as _intake_to_dict
 
 from . import layout
+from .entries import ENTRY_TABLE, validate_params
 from .errors import ParameterError, not_found
 from .gallery_source import _READER_OPTIONS
-from .resolve import match_names, validate_params
+from .resolve import match_names
 from .storage import DEFAULT_ROOT
 
 __all__ = [
@@ -103,18 +104,15 @@ class EntryDescription:
         return cls(name, parameters)
 
 
-#: One row per table entry of the gallery catalog (the entry table, once issue 13 lands).
-ENTRIES: tuple[EntryDescription, ...] = (
-    EntryDescription.of("profiles", ("batch", "plate", "variant")),
-    EntryDescription.of("load_data", ("batch", "plate")),
-    EntryDescription.of("analysis", ("batch", "plate", "compartment")),
-    EntryDescription.of("backend", ("batch", "plate")),
-    EntryDescription.of("platemaps", ("batch", "platemap")),
-    EntryDescription.of("dl_profiles", ("model", "batch", "plate")),
-    EntryDescription.of("embeddings", ("model", "batch", "plate")),
+#: One description per row of the entry table (:data:`intake_cpg.entries.ENTRY_TABLE`) that
+#: loads as a table or is a catalog of tables; a row added to the table gets its data type
+#: and readers from this line.
+ENTRIES: tuple[EntryDescription, ...] = tuple(
     EntryDescription.of(
-        "profiles_assembled", ("subset", "version", "variant", "verify"), catalog=True
-    ),
+        row.name, tuple(p.name for p in row.params), catalog=row.output == "catalog"
+    )
+    for row in ENTRY_TABLE.values()
+    if row.output in ("table", "catalog")
 )
 
 

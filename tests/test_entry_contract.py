@@ -2,7 +2,8 @@
 
 A row must: have a selector; have demo data (some source of the demo holds its product); list
 the allowed values of its listed parameters; select keys that parse back to its product; load;
-freeze with ``save`` and re-open through ``intake.open_catalog`` with the same result. A row
+freeze with ``save`` and re-open through ``intake.open_catalog`` with the same result; read the
+same through its generated Intake 2 reader. A row
 added without one of these fails here (see the bogus-row tests at the end).
 """
 
@@ -15,7 +16,7 @@ import intake
 import pandas as pd
 import pytest
 
-from intake_cpg import storage
+from intake_cpg import intake2, storage
 from intake_cpg.entries import ENTRY_TABLE, EntryRow, EntryTable, SourceView, describe_row
 from intake_cpg.layout import parse_key
 from intake_cpg.resolve import Gallery
@@ -74,6 +75,11 @@ def check_row(row: EntryRow, root: str, options: dict[str, Any] | None, tmp_path
     assert name in list(level), f"{row.name}: the catalog does not list {name!r}"
     head = _head(level[name])
     assert len(head) and len(head.columns), f"{row.name}: loaded nothing"
+
+    # its Intake 2 reader (generated from the row) reads the same
+    v2 = level.to_intake2()[name]
+    assert type(v2) is intake2.reader_class(row.name, "dask"), f"{row.name}: no Intake 2 reader"
+    pd.testing.assert_frame_equal(v2.read().head(5, npartitions=-1).reset_index(drop=True), head)
 
     # it freezes and re-opens with the same result
     path = tmp_path / f"{row.name}.yaml"

@@ -354,13 +354,16 @@ def test_a_fresh_process_finds_the_readers_through_the_entry_point(demo_local):
 
 
 def test_every_entry_row_has_a_data_type_and_one_reader_per_output():
-    from intake_cpg.catalog import _PARAMETER_NAMES
-    from intake_cpg.resolve import ENTRY_PRODUCTS
+    from intake_cpg.entries import ENTRY_TABLE
 
-    assert [e.name for e in intake2.ENTRIES] == list(ENTRY_PRODUCTS)
-    for entry in intake2.ENTRIES:
-        if entry.name in _PARAMETER_NAMES:
-            assert entry.parameters == _PARAMETER_NAMES[entry.name]
+    rows = [r for r in ENTRY_TABLE.values() if r.output in ("table", "catalog")]
+    assert [e.name for e in intake2.ENTRIES] == [r.name for r in rows]
+    for entry, row in zip(intake2.ENTRIES, rows, strict=True):
+        names = tuple(p.name for p in row.params)
+        if row.output == "catalog":  # the first parameter names the sub-entries: a data field
+            assert entry.parameters == names[1:] and entry.fixed[0] == names[0]
+        else:
+            assert entry.parameters == names
         data = intake2.data_class(entry.name)
         for output, spec in intake2.OUTPUTS.items():
             cls = intake2.reader_class(entry.name, output)
