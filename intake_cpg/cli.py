@@ -2,7 +2,7 @@
 
 Built on the public API only (:func:`intake.open_cpg`, catalog levels, sources'
 ``describe()``/``file_keys()``/``to_dask()``, :func:`intake_cpg.verify_manifest`,
-:func:`intake_cpg.build_demo`, :func:`intake_cpg.export.export_parquet`); this module parses
+:func:`intake_cpg.build_demo`, :func:`intake_cpg.export.export_table`); this module parses
 arguments and prints, nothing more.
 
 A PATH names a catalog level or an entry by slash-separated names from the root
@@ -681,7 +681,7 @@ def cmd_head(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_parquet
+    from .export import export_table
 
     delay = float(os.environ.get(EXPORT_DELAY_ENV) or 0)
     _check_output(args.output)
@@ -693,9 +693,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         client = Client(args.scheduler, timeout="20s")
     bar = _progress(args, "export", ddf.npartitions)
     try:
-        result = export_parquet(
+        result = export_table(
             ddf,
             args.output,
+            format=args.format,
             client=client,
             on_partition=lambda done, total, rows: bar.update(done, f"{rows:,} rows"),
             delay=delay,
@@ -861,13 +862,16 @@ _COMMANDS: dict[str, dict[str, str]] = {
         "      --columns Metadata_Plate,Metadata_Well --format csv",
     },
     "export": {
-        "help": "stream a table into a local Parquet file",
-        "description": "Write a table entry to one local Parquet file, one partition at a time "
+        "help": "stream a table into a local Parquet, CSV or Arrow/Feather file",
+        "description": "Write a table entry to one local file (Parquet, CSV or Arrow IPC, which "
+        "is Feather v2; chosen by the file's extension or --format), one partition at a time "
         "(bounded memory), with a progress bar on a terminal. The file appears only when "
         "complete: an interrupted or failed export leaves no partial output.",
         "epilog": "examples:\n"
         "  intake-cpg export cpg0016-jump/source_4/profiles -p batch=2021_04_26_Batch1 \\\n"
         "      -o batch1.parquet\n"
+        "  intake-cpg export cpg0016-jump/source_4/profiles -p plate=BR00117037 -o plate.feather\n"
+        "  intake-cpg export cpg0016-jump/source_4/profiles -p plate=BR00117037 -o plate.csv.gz\n"
         "  intake-cpg export cpg0016-jump/source_4/profiles -o all.parquet \\\n"
         "      --columns Metadata_Plate,Metadata_Well --scheduler tcp://10.0.0.5:8786\n\n"
         f"{EXPORT_DELAY_ENV}=SECONDS (test hook) sleeps after each partition.",
@@ -1010,7 +1014,15 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
 
     p = add("export", cmd_export)
     p.add_argument("path", metavar="PATH", help="table entry")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.parquet", help="output file")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="FILE",
+        help="output file (.parquet, .csv, .csv.gz, .arrow or .feather)",
+    )  # fmt: skip
+    p.add_argument(
+        "--format",
+        choices=("parquet", "csv", "arrow", "feather"),
+        help="output format (default: from the output file's extension; feather is arrow)",
+    )
     _params_option(p)
     p.add_argument("--columns", metavar="A,B,...", help="only these columns")
     p.add_argument(

@@ -1,9 +1,10 @@
-"""Stream a dask dataframe into one local Parquet file, partition by partition, atomically.
+"""Stream a dask dataframe into one local table file, partition by partition, atomically.
 
-:func:`export_parquet` computes one partition at a time (one more in flight when a
-``distributed`` client is given), appends it to a temporary file next to the target with
-:class:`pyarrow.parquet.ParquetWriter`, and renames the temporary file onto the target only
-when every partition is written. On any error, ``KeyboardInterrupt`` or ``SystemExit`` the
+:func:`export_table` computes one partition at a time (one more in flight when a
+``distributed`` client is given), appends it to a temporary file next to the target with the
+writer of the output format (Parquet, CSV or Arrow/Feather, see :mod:`intake_cpg.writers`),
+and renames the temporary file onto the target only when every partition is written
+(:func:`export_parquet` is the Parquet case). On any error, ``KeyboardInterrupt`` or ``SystemExit`` the
 temporary file is removed, so an interrupted export never leaves a partial output.
 
 >>> import os, tempfile, pandas as pd, dask.dataframe as dd
@@ -28,10 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import OutOfMemoryError, ParameterError, SchemaMismatchError
+from .writers import format_for
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExportResult", "export_parquet"]
+__all__ = ["ExportResult", "export_parquet", "export_table"]
 
 
 @dataclass(frozen=True)
@@ -97,13 +99,6 @@ def _worker_died(
     )
 
 
-def _statistics_columns(schema: Any) -> list[str]:
-    """Columns worth min/max statistics: everything but floating-point features."""
-    import pyarrow as pa
-
-    return [f.name for f in schema if not pa.types.is_floating(f.type)]
-
-
 def export_parquet(
     df: Any,
     path: str | os.PathLike[str],
@@ -115,25 +110,50 @@ def export_parquet(
     row_group_bytes: int = 64 * 2**20,
     describe_partition: Callable[[int], str] | None = None,
 ) -> ExportResult:
-    """Write the dask dataframe ``df`` to the local Parquet file ``path``, one partition at a time.
-
-    Args:
-        df: a dask dataframe (e.g. ``source.to_dask()``).
-        path: local output file; its folder must exist. Replaced atomically when complete.
-        client: a ``distributed.Client``; partitions are computed on its workers, the next one
-            while the current one is written.
-        on_partition: called as ``on_partition(done, total, rows_so_far)`` after each partition.
-        delay: seconds to sleep after each partition (a test hook for interruptions).
-        compression: Parquet codec.
-        row_group_bytes: partitions are gathered into row groups of about this many bytes
-            (in memory, before compression), so a wide table gets few row groups.
-        describe_partition: ``i -> text`` naming what partition ``i`` reads (its file and
-            size), for the error raised when a dask worker dies computing it.
+    """Write the dask dataframe ``df`` to the local Parquet file ``path`` (see
+    :func:`export_table`).
 
     Column statistics are written for the non-float columns only (``Metadata_*`` and other
     identifiers, which is what filters use): for a 4,765-column plate the per-column
     statistics of every row group would otherwise stay in the writer's memory until the file
     is closed, about 4 MB per row group, and make the footer large.
+    """
+    return export_table(
+        df, path, format="parquet", client=client, on_partition=on_partition, delay=delay,
+        compression=compression, row_group_bytes=row_group_bytes,
+        describe_partition=describe_partition,
+    )  # fmt: skip
+
+
+def export_table(
+    df: Any,
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    client: Any = None,
+    on_partition: Callable[[int, int, int], None] | None = None,
+    delay: float = 0.0,
+    compression: str | None = None,
+    row_group_bytes: int = 64 * 2**20,
+    describe_partition: Callable[[int], str] | None = None,
+) -> ExportResult:
+    """Write the dask dataframe ``df`` to the local file ``path``, one partition at a time.
+
+    Args:
+        df: a dask dataframe (e.g. ``source.to_dask()``).
+        path: local output file; its folder must exist. Replaced atomically when complete.
+        format: ``"parquet"``, ``"csv"`` or ``"arrow"`` (``"feather"``); default from the
+            extension of ``path`` (``.parquet``, ``.csv``, ``.csv.gz``, ``.arrow``,
+            ``.feather``).
+        client: a ``distributed.Client``; partitions are computed on its workers, the next one
+            while the current one is written.
+        on_partition: called as ``on_partition(done, total, rows_so_far)`` after each partition.
+        delay: seconds to sleep after each partition (a test hook for interruptions).
+        compression: the codec (default: zstd for Parquet and Arrow, gzip for ``.csv.gz``).
+        row_group_bytes: partitions are gathered into writes of about this many bytes
+            (in memory, before compression), so a wide Parquet table gets few row groups.
+        describe_partition: ``i -> text`` naming what partition ``i`` reads (its file and
+            size), for the error raised when a dask worker dies computing it.
 
     Every partition is cast to the schema of the first one; a partition with columns the first
     lacks raises :class:`~intake_cpg.errors.SchemaMismatchError`. Memory holds one row group
@@ -142,8 +162,8 @@ def export_parquet(
     :class:`~intake_cpg.errors.OutOfMemoryError` naming the partition.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
+    fmt = format_for(os.fspath(path), format)
     target = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(target)
     if os.path.isdir(target):
@@ -153,9 +173,10 @@ def export_parquet(
             f"cannot write {os.fspath(path)!r}: the folder {folder!r} does not exist; create it first"
         )
     total = int(df.npartitions)
+    codec = fmt.compression(target, compression)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}.", suffix=".part")
     os.close(fd)
-    log.debug("exporting %d partition(s) to %s via %s", total, target, tmp)
+    log.debug("exporting %d partition(s) to %s (%s) via %s", total, target, fmt.name, tmp)
     writer = None
     rows = 0
     buffered: list[Any] = []
@@ -182,12 +203,10 @@ def export_parquet(
             table = pa.Table.from_pandas(frame, preserve_index=False)
             del frame
             if writer is None:
-                writer = pq.ParquetWriter(
-                    tmp, table.schema, compression=compression,
-                    write_statistics=_statistics_columns(table.schema),
-                )  # fmt: skip
+                schema = table.schema
+                writer = fmt.open(tmp, schema, codec)
             else:
-                table = _conform(table, writer.schema, i)
+                table = _conform(table, schema, i)
             buffered.append(table)
             buffered_bytes += table.nbytes
             rows += table.num_rows
@@ -201,7 +220,7 @@ def export_parquet(
                 time.sleep(delay)
         if writer is None:  # no partitions: an empty file with the frame's columns
             empty = pa.Table.from_pandas(df._meta, preserve_index=False)
-            writer = pq.ParquetWriter(tmp, empty.schema, compression=compression)
+            writer = fmt.open(tmp, empty.schema, codec)
         writer.close()
         writer = None
         os.replace(tmp, target)
