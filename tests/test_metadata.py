@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from dataclasses import replace
 
 import pandas as pd
 import pytest
-from jump_fixtures import DATA, REAL_FILES, build_release_tree, demo_jump_plates, metadata_folder
+from jump_fixtures import REAL_TABLES, build_release_tree, demo_jump_plates, metadata_folder
 from loopback_http import LoopbackHTTP
 
 from intake_cpg.errors import (
@@ -18,7 +19,8 @@ from intake_cpg.errors import (
     ProductNotFoundError,
 )
 from intake_cpg.metadata import JumpMetadata, default_release, read_pin_table
-from intake_cpg.metadata.pins import file_digests, git_blob_id
+from intake_cpg.metadata.pins import git_blob_id
+from intake_cpg.metadata.synthetic import packaged_file
 from intake_cpg.readers import STRING_DTYPE
 
 ISSUE_TABLES = (
@@ -65,14 +67,16 @@ def test_pin_table_names_every_table_of_the_issue_at_a_named_release():
     }
 
 
-@pytest.mark.parametrize("name", REAL_FILES)
-def test_packaged_pins_match_the_real_files(name):
-    """sha256, git blob id and size in the package are those of the real v0.13 files."""
-    release = default_release()
-    pin = release.pin(name.split(".")[0])
-    sha, blob, size = file_digests(DATA / name)
-    assert (pin.sha256, pin.git_blob, pin.size) == (sha, blob, size)
-    assert git_blob_id((DATA / name).read_bytes()) == blob
+@pytest.mark.parametrize("table", REAL_TABLES)
+def test_packaged_pins_match_the_real_files(table):
+    """sha256, git blob id and size in the pin table are those of the real v0.13 files."""
+    pin = default_release().pin(table)
+    data = packaged_file(table)
+    assert (pin.sha256, pin.git_blob, pin.size) == (
+        hashlib.sha256(data).hexdigest(),
+        git_blob_id(data),
+        len(data),
+    )
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from jump_fixtures import DATA
 
 from intake_cpg.errors import ParameterError, ProductNotFoundError
 from intake_cpg.metadata import decode_table
+from intake_cpg.metadata.synthetic import packaged_file
 from intake_cpg.plates import plates_table, select_plates
 from intake_cpg.readers import STRING_DTYPE
 
@@ -15,7 +15,7 @@ from intake_cpg.readers import STRING_DTYPE
 @pytest.fixture(scope="module")
 def real():
     """Every real cpg0016 plate as if listed (one bare file each), with the real plate types."""
-    meta = decode_table(DATA / "plate.csv.gz")
+    meta = decode_table(packaged_file("plate"), "plate.csv.gz")
     found = [
         (r.Metadata_Source, r.Metadata_Batch, r.Metadata_Plate, "")
         for r in meta.itertuples(index=False)

@@ -30,13 +30,30 @@ TARGET2 plates share one layout (as the real TARGET2 plates do), so they replica
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
+import io
 import zlib
+from collections.abc import Mapping
+from importlib import resources
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["WELL_COLUMNS", "COMPOUND_COLUMNS", "build_well", "build_compound", "WELLS"]
+from .pins import Release, default_release, git_blob_id
+from .tables import decode_table
+
+__all__ = [
+    "WELL_COLUMNS",
+    "COMPOUND_COLUMNS",
+    "WELLS",
+    "build_well",
+    "build_compound",
+    "packaged_file",
+    "release_files",
+    "pin_table",
+]
 
 WELL_COLUMNS = ("Metadata_Source", "Metadata_Plate", "Metadata_Well", "Metadata_JCP2022")
 COMPOUND_COLUMNS = ("Metadata_JCP2022", "Metadata_InChIKey", "Metadata_InChI", "Metadata_SMILES")
@@ -148,3 +165,76 @@ def build_compound(ids: list[str] | pd.Series) -> pd.DataFrame:
         smiles = f"{chain}(=O)N{'c1ccccc1' if n % 2 else 'O'}"
         rows.append((jcp, _inchikey(jcp), f"InChI=1S/C{1 + n % 7}H{3 + n % 11}NO/demo{n}", smiles))
     return pd.DataFrame(rows, columns=list(COMPOUND_COLUMNS))
+
+
+#: Packaged byte-for-byte copies of the pinned release's small files (``data/SOURCES.md``).
+_PACKAGED = {"plate": "cpg0016_plate.csv.gz"}
+_BUILT = ("well", "compound")
+
+
+def packaged_file(table: str) -> bytes:
+    """The real bytes of a small table of the pinned release, as packaged with intake-cpg.
+
+    >>> from intake_cpg.metadata.pins import default_release
+    >>> import hashlib
+    >>> hashlib.sha256(packaged_file("orf")).hexdigest() == default_release().pin("orf").sha256
+    True
+    """
+    pin = default_release().pin(table)
+    if table in _BUILT:
+        raise ValueError(f"{pin.file} is not packaged (large); build it with release_files()")
+    name = _PACKAGED.get(table, f"jump_metadata/{pin.file}")
+    return resources.files("intake_cpg").joinpath("data", name).read_bytes()
+
+
+def _gz_csv(df: pd.DataFrame) -> bytes:
+    text = df.to_csv(index=False, lineterminator="\n").encode()
+    return gzip.compress(text, compresslevel=6, mtime=0)
+
+
+def release_files(plates: pd.DataFrame, *, seed: int = 0) -> dict[str, bytes]:
+    """Every file of the pinned release's ``metadata/`` folder for a gallery holding ``plates``:
+    the real small files, and ``well.csv.gz``/``compound.csv.gz`` built for ``plates``."""
+    release = default_release()
+    out = {release.pin(t).file: packaged_file(t) for t in release.tables if t not in _BUILT}
+
+    def real(table: str) -> pd.DataFrame:
+        return decode_table(out[release.pin(table).file], release.pin(table).file)
+
+    well = build_well(
+        plates,
+        orf=real("orf"),
+        crispr=real("crispr"),
+        perturbation_control=real("perturbation_control"),
+        seed=seed,
+    )
+    out["well.csv.gz"] = _gz_csv(well)
+    out["compound.csv.gz"] = _gz_csv(build_compound(well.Metadata_JCP2022))
+    return dict(sorted(out.items()))
+
+
+def pin_table(files: Mapping[str, bytes], name: str, base: Release | None = None) -> str:
+    """A pin table (CSV, :func:`~intake_cpg.metadata.pins.read_pin_table`) for ``files``, at
+    the commit of ``base`` under the release name ``name``: the digests of these bytes."""
+    base = base or default_release()
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(
+        ["release", "repository", "commit", "table", "file", "size", "sha256", "git_blob"]
+    )
+    for table in base.tables:
+        file = base.pin(table).file
+        data = files[file]
+        writer.writerow(
+            [
+                name,
+                base.repository,
+                base.commit,
+                table,
+                file,
+                len(data),
+                hashlib.sha256(data).hexdigest(),
+                git_blob_id(data),
+            ]
+        )
+    return buf.getvalue()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,26 +82,32 @@ TABLE_SPECS: dict[str, TableSpec] = {
 USUAL_TABLES: tuple[str, ...] = tuple(s.name for s in TABLE_SPECS.values() if s.usual)
 
 
-def decode_table(path: str | Path) -> pd.DataFrame:
-    """Read a metadata CSV (plain or ``.gz``) with every column a string; empty fields missing.
+def decode_table(source: str | Path | bytes, name: str = "") -> pd.DataFrame:
+    """Read a metadata CSV (plain or ``.gz``: a path, or bytes named ``name``) with every column
+    a string; only empty fields are missing.
 
-    >>> import gzip, os, tempfile
-    >>> p = os.path.join(tempfile.mkdtemp(), "plate.csv.gz")
-    >>> with gzip.open(p, "wt") as f:
-    ...     _ = f.write("Metadata_Source,Metadata_Plate,Metadata_PlateType\\nsource_2,1053601756,\\n")
-    >>> df = decode_table(p)
+    >>> import gzip
+    >>> data = gzip.compress(b"Metadata_Source,Metadata_Plate,Metadata_PlateType\\nsource_2,1053601756,\\n")
+    >>> df = decode_table(data, "plate.csv.gz")
     >>> df.Metadata_Plate.tolist(), str(df.Metadata_Plate.dtype), df.Metadata_PlateType.isna().tolist()
     (['1053601756'], 'string', [True])
     """
-    path = Path(path)
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", newline="") as f:
-        header = next(csv.reader(f), [])
+    if isinstance(source, bytes):
+        data = source
+    else:
+        name = str(source)
+        data = Path(source).read_bytes()
+    gz = name.endswith(".gz")
+    first = gzip.GzipFile(fileobj=io.BytesIO(data)).readline() if gz else data.split(b"\n", 1)[0]
+    header = next(csv.reader(io.StringIO(first.decode("utf-8"))), [])
     convert = pacsv.ConvertOptions(
         column_types={c: pa.string() for c in header},
         null_values=[""],
         strings_can_be_null=True,
         quoted_strings_can_be_null=False,
     )
-    table = pacsv.read_csv(path, convert_options=convert)
+    stream = pa.BufferReader(data)
+    table = pacsv.read_csv(
+        pa.CompressedInputStream(stream, "gzip") if gz else stream, convert_options=convert
+    )
     return table.to_pandas(types_mapper={pa.string(): STRING_DTYPE}.get)
