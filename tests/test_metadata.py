@@ -265,3 +265,36 @@ def test_every_column_is_a_string_and_only_empty_fields_are_missing(mirror):
     # the same counts as pandas reading the raw file as text
     raw = pd.read_csv(folder / "orf.csv.gz", dtype=str, keep_default_na=False)
     assert len(raw) == len(orf) and (raw == "").sum().sum() == orf.isna().sum().sum()
+
+
+# ------------------------------------------------------------------------------ intake faces
+
+
+def test_metadata_catalog_has_one_entry_per_table(mirror, tmp_path):
+    import intake
+
+    from intake_cpg.metadata.pins import write_pin_table
+    from intake_cpg.metadata.source import MetadataCatalog
+
+    folder, release = mirror
+    pins = tmp_path / "pins.csv"
+    pins.write_text(write_pin_table(release))
+    cat = MetadataCatalog(metadata_root=str(folder), metadata_release=str(pins))
+    assert sorted(cat) == sorted(release.tables) and set(ISSUE_TABLES) <= set(cat)
+    src = cat["well"]
+    assert src.metadata["release"] == "v0.13" and src.metadata["check"] == "git-blob"
+    assert src.metadata["commit"] == release.commit
+    store = JumpMetadata(folder, release=release)
+    pd.testing.assert_frame_equal(src.read(), store.read("well"))
+    pd.testing.assert_frame_equal(cat["orf"].to_dask().compute(), store.read("orf"))
+    # the same catalog from YAML, parameters as plain values
+    yaml = tmp_path / "meta.yaml"
+    yaml.write_text(
+        "sources:\n  jump_metadata:\n    driver: intake_cpg.metadata.source.MetadataCatalog\n"
+        f"    args:\n      metadata_root: {folder}\n      metadata_release: {pins}\n"
+    )
+    opened = intake.open_catalog(str(yaml)).jump_metadata()
+    assert opened["plate"].read().Metadata_Plate.dtype == STRING_DTYPE
+    # the packaged pins refuse the built well table of this mirror
+    with pytest.raises(ChecksumError, match="well.csv.gz"):
+        MetadataCatalog(metadata_root=str(folder))["well"].read()

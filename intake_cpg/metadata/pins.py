@@ -44,6 +44,7 @@ __all__ = [
     "RAW_BASE",
     "default_release",
     "read_pin_table",
+    "write_pin_table",
     "file_digests",
     "git_blob_id",
 ]
@@ -192,6 +193,33 @@ def read_pin_table(text: str, source: str = "pin table") -> Release:
         size = row["size"].strip()
         pins[table] = Pin(table, file, int(size) if size else None, sha256, blob)
     return Release(name=name, repository=repository, commit=commit, pins=pins)
+
+
+def write_pin_table(release: Release) -> str:
+    """The pin table text of ``release`` (what :func:`read_pin_table` reads back).
+
+    >>> release = default_release()
+    >>> read_pin_table(write_pin_table(release)) == release
+    True
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(_COLUMNS)
+    for table in release.tables:
+        pin = release.pin(table)
+        writer.writerow(
+            [
+                release.name,
+                release.repository,
+                release.commit,
+                table,
+                pin.file,
+                "" if pin.size is None else pin.size,
+                pin.sha256 or "",
+                pin.git_blob or "",
+            ]
+        )
+    return buf.getvalue()
 
 
 @functools.cache

@@ -30,18 +30,17 @@ TARGET2 plates share one layout (as the real TARGET2 plates do), so they replica
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
-import io
 import zlib
 from collections.abc import Mapping
+from dataclasses import replace
 from importlib import resources
 
 import numpy as np
 import pandas as pd
 
-from .pins import Release, default_release, git_blob_id
+from .pins import Pin, Release, default_release, git_blob_id, write_pin_table
 from .tables import decode_table
 
 __all__ = [
@@ -217,24 +216,11 @@ def pin_table(files: Mapping[str, bytes], name: str, base: Release | None = None
     """A pin table (CSV, :func:`~intake_cpg.metadata.pins.read_pin_table`) for ``files``, at
     the commit of ``base`` under the release name ``name``: the digests of these bytes."""
     base = base or default_release()
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(
-        ["release", "repository", "commit", "table", "file", "size", "sha256", "git_blob"]
-    )
+    pins = {}
     for table in base.tables:
         file = base.pin(table).file
         data = files[file]
-        writer.writerow(
-            [
-                name,
-                base.repository,
-                base.commit,
-                table,
-                file,
-                len(data),
-                hashlib.sha256(data).hexdigest(),
-                git_blob_id(data),
-            ]
+        pins[table] = Pin(
+            table, file, len(data), hashlib.sha256(data).hexdigest(), git_blob_id(data)
         )
-    return buf.getvalue()
+    return write_pin_table(replace(base, name=name, pins=pins))
