@@ -52,6 +52,7 @@ __all__ = [
     "packaged_file",
     "release_files",
     "pin_table",
+    "mirror_files",
 ]
 
 WELL_COLUMNS = ("Metadata_Source", "Metadata_Plate", "Metadata_Well", "Metadata_JCP2022")
@@ -224,3 +225,19 @@ def pin_table(files: Mapping[str, bytes], name: str, base: Release | None = None
             table, file, len(data), hashlib.sha256(data).hexdigest(), git_blob_id(data)
         )
     return write_pin_table(replace(base, name=name, pins=pins))
+
+
+#: Release name of a mirror whose well/compound tables were built for a gallery's plates.
+BUILT_RELEASE_SUFFIX = "-built"
+
+
+def mirror_files(plates: pd.DataFrame, *, seed: int = 0) -> dict[str, bytes]:
+    """A mirror for a gallery holding ``plates``: ``metadata/<file>`` for every table and
+    ``pins.csv``, the pin table of exactly these bytes (release ``v0.13-built``: the pinned
+    commit's real small files, well and compound built), to pass as ``metadata_release``.
+    """
+    files = release_files(plates, seed=seed)
+    base = default_release()
+    out = {f"metadata/{name}": data for name, data in files.items()}
+    out["pins.csv"] = pin_table(files, base.name + BUILT_RELEASE_SUFFIX, base).encode()
+    return out
