@@ -6,13 +6,13 @@ plate folder of a PerkinElmer Phenix/Opera export carries the measurement:
 (``BR00117037``) and keeps the full folder name apart. The file name says well, site and
 channel in one of three schemes, one row each in :data:`IMAGE_SCHEMES`:
 
-========== ============================================= ===================================
-scheme     example                                       well / site / channel
-========== ============================================= ===================================
-phenix     ``r01c01f01p01-ch1sk1fk1fl1.tiff``            row 01 column 01 (A01), field 1, ch1
-yokogawa   ``BR1_A01_T0001F001L01A01Z01C01.tif``         A01, F001, C01
-imagexpress ``Plate1_A01_s1_w1D2E3F.tif``                A01, s1, w1
-========== ============================================= ===================================
+=========== ========================================= ======================================
+scheme      example                                   well / site / channel
+=========== ========================================= ======================================
+phenix      ``r01c01f01p01-ch1sk1fk1fl1.tiff``        row 01 column 01 (A01), field 1, ch1
+yokogawa    ``BR1_A01_T0001F001L01A01Z01C01.tif``     A01, F001, C01
+imagexpress ``Plate1_A01_s1_w1D2E3F.tif``             A01, s1, w1
+=========== ========================================= ======================================
 
 Sites and channels are given without leading zeros (``"1"``), wells as a row letter and two
 digits (``"A01"``), all strings.
