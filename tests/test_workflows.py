@@ -18,10 +18,8 @@ FEATURES = 5
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    from intake_cpg.demo import build_demo
-
-    return build_demo(str(tmp_path_factory.mktemp("wf") / "gallery"), jump_metadata=True)
+def demo(demo_jump):
+    return demo_jump
 
 
 @pytest.fixture(scope="module")
