@@ -12,19 +12,35 @@ ships to the workers.
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from .annotate import Annotations, platemap_lookup, prepare, resolve_tables
+from .annotate import (
+    PLATEMAP_KEYS,
+    Annotations,
+    annotate_dask,
+    platemap_lookup,
+    prepare,
+    resolve_tables,
+)
 from .errors import ParameterError
 from .metadata.store import JumpMetadata
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PROJECT_METADATA", "metadata_kind", "jump_annotations", "platemap_annotations"]
+__all__ = [
+    "PROJECT_METADATA",
+    "AnnotationRequest",
+    "metadata_kind",
+    "jump_annotations",
+    "platemap_annotations",
+    "gallery_platemap_annotations",
+]
 
 #: Projects whose annotations are the JUMP datasets tables; every other project: platemaps.
 PROJECT_METADATA: Mapping[str, str] = {
@@ -80,3 +96,104 @@ def platemap_annotations(
             continue
         maps[name] = table
     return platemap_lookup(barcodes, maps)
+
+
+def _read_text(storage: Any, key: str) -> pd.DataFrame:
+    """A platemap table of the bucket, every column text (plate barcodes can be all digits)."""
+    sep = "\t" if key.endswith((".txt", ".tsv")) else ","
+    with storage.open(key) as f:
+        return pd.read_csv(io.BytesIO(f.read()), sep=sep, dtype=str, keep_default_na=False)
+
+
+def gallery_platemap_annotations(
+    gallery: Any, project: str, annotate: Any, chosen: pd.DataFrame
+) -> Annotations:
+    """Platemap lookups for the plates of ``chosen`` (``Metadata_Source, Metadata_Batch,
+    Metadata_Plate``), from each batch's ``barcode_platemap.csv`` and ``platemap/*.txt``."""
+    barcodes, maps = [], {}
+    for (source, batch), _ in chosen.groupby(["Metadata_Source", "Metadata_Batch"]):
+        if batch not in gallery.platemap_batches(project, source):
+            continue
+        keys = gallery.platemap_keys(project, source, batch)
+        if "barcode_platemap" in keys:
+            barcodes.append(_read_text(gallery.storage, keys["barcode_platemap"]))
+        maps.update({n: k for n, k in keys.items() if n != "barcode_platemap"})
+    return platemap_annotations(
+        annotate,
+        barcodes,
+        lambda name: _read_text(gallery.storage, maps[name]) if name in maps else None,
+        chosen.Metadata_Plate,
+    )
+
+
+_WELL_KEYS = ("Metadata_Source", "Metadata_Plate", "Metadata_Well")
+
+
+@dataclass
+class AnnotationRequest:
+    """What ``annotate=`` asked for on one entry, and where its metadata comes from.
+
+    ``metadata_options`` are :func:`intake_cpg.metadata.source.open_store`'s parameters.
+    """
+
+    annotate: Any
+    project: str
+    metadata_options: dict[str, Any] = field(default_factory=dict)
+    _lookups: Annotations | None = field(default=None, repr=False)
+
+    @classmethod
+    def make(cls, annotate: Any, project: str, **metadata_options: Any) -> AnnotationRequest | None:
+        """``None`` when nothing is asked for (``annotate`` false or empty)."""
+        if not annotate:
+            return None
+        if metadata_kind(project) == "jump":
+            resolve_tables(annotate)  # validate now, before any request is made
+        return cls(annotate, project, dict(metadata_options))
+
+    @property
+    def kind(self) -> str:
+        return metadata_kind(self.project)
+
+    def reader_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` with the join-key columns added to ``columns=`` (when it is given)."""
+        out = dict(options)
+        if out.get("columns") is not None:
+            keys = _WELL_KEYS if self.kind == "jump" else PLATEMAP_KEYS
+            cols = list(out["columns"])
+            out["columns"] = [*[k for k in keys if k not in cols], *cols]
+        return out
+
+    def lookups(self, gallery: Any, chosen: pd.DataFrame | None) -> Annotations:
+        """The lookups (metadata read on the caller's side, once per request)."""
+        if self._lookups is None:
+            if self.kind == "jump":
+                from .metadata.source import open_store
+
+                store = open_store(**self.metadata_options)
+                self._lookups = jump_annotations(store, self.annotate, chosen)
+            else:
+                if chosen is None:
+                    raise ParameterError("platemap annotation needs the plates being loaded")
+                self._lookups = gallery_platemap_annotations(
+                    gallery, self.project, self.annotate, chosen
+                )
+        return self._lookups
+
+    def apply(self, ddf: Any, gallery: Any, chosen: pd.DataFrame | None) -> Any:
+        """``ddf`` annotated (lazily; the lookups enter the graph once)."""
+        return annotate_dask(ddf, self.lookups(gallery, chosen))
+
+
+def plates_of_keys(keys: Sequence[str]) -> pd.DataFrame:
+    """``Metadata_Source, Metadata_Batch, Metadata_Plate`` of gallery keys (one row per plate;
+    keys without a plate, such as assembled profiles, give none)."""
+    from .layout import parse_key
+
+    rows = set()
+    for key in keys:
+        p = parse_key(key)
+        if p.plate is not None:
+            rows.add((p.source, p.batch, p.plate))
+    return pd.DataFrame(
+        sorted(rows), columns=["Metadata_Source", "Metadata_Batch", "Metadata_Plate"]
+    )

@@ -17,7 +17,6 @@ same as opening each source's ``profiles`` entry; nothing is read until ``to_das
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
@@ -25,8 +24,7 @@ import pandas as pd
 from intake.source.base import DataSource, Schema
 
 from . import __version__
-from .annotate import PLATEMAP_KEYS, Annotations, annotate_dask
-from .annotation_sources import jump_annotations, metadata_kind, platemap_annotations
+from .annotation_sources import AnnotationRequest, metadata_kind
 from .errors import ParameterError
 from .metadata.source import open_store
 from .plates import plates_table, select_plates
@@ -36,8 +34,6 @@ from .storage import DEFAULT_ROOT, get_storage
 log = logging.getLogger(__name__)
 
 __all__ = ["ProjectPlatesSource", "ProjectProfilesSource", "search", "unique"]
-
-_WELL_KEYS = ("Metadata_Source", "Metadata_Plate", "Metadata_Well")
 
 
 class _ProjectBase(DataSource):
@@ -176,9 +172,9 @@ class ProjectProfilesSource(_ProjectBase):
         self.plate_frame = plates
         self.variant = variant
         self.annotate = annotate
+        self.request = AnnotationRequest.make(annotate, project, **self.metadata_options)
         self.reader_options = reader_options
         self._inner: Any = None
-        self._annotations: Annotations | None = None
 
     def chosen(self) -> pd.DataFrame:
         """The plates this source loads (rows of the plates table)."""
@@ -200,50 +196,13 @@ class ProjectProfilesSource(_ProjectBase):
             urls.extend(self.storage.url(k) for k in keys)
         return urls
 
-    def annotations(self) -> Annotations | None:
-        """The lookups ``annotate=`` asks for (read on the client, once)."""
-        if not self.annotate:
-            return None
-        if self._annotations is None:
-            chosen = self.chosen()
-            if metadata_kind(self.project) == "jump":
-                self._annotations = jump_annotations(self.store, self.annotate, chosen)
-            else:
-                self._annotations = self._platemaps(chosen)
-        return self._annotations
-
-    def _read_text(self, key: str) -> pd.DataFrame:
-        sep = "\t" if key.endswith((".txt", ".tsv")) else ","
-        with self.storage.open(key) as f:
-            return pd.read_csv(io.BytesIO(f.read()), sep=sep, dtype=str, keep_default_na=False)
-
-    def _platemaps(self, chosen: pd.DataFrame) -> Annotations:
-        g = Gallery(self.storage)
-        barcodes, maps = [], {}
-        for (source, batch), _ in chosen.groupby(["Metadata_Source", "Metadata_Batch"]):
-            if batch not in g.platemap_batches(self.project, source):
-                continue
-            keys = g.platemap_keys(self.project, source, batch)
-            if "barcode_platemap" in keys:
-                barcodes.append(self._read_text(keys["barcode_platemap"]))
-            maps.update({n: k for n, k in keys.items() if n != "barcode_platemap"})
-        return platemap_annotations(
-            self.annotate,
-            barcodes,
-            lambda name: self._read_text(maps[name]) if name in maps else None,
-            chosen.Metadata_Plate,
-        )
-
     def _loader(self) -> Any:
         if self._inner is None:
             from .sources import ProfilesSource
 
-            options = dict(self.reader_options)
-            ann = self.annotations()
-            if ann is not None and options.get("columns") is not None:
-                keys = PLATEMAP_KEYS if metadata_kind(self.project) != "jump" else _WELL_KEYS
-                cols = list(options["columns"])
-                options["columns"] = [*[k for k in keys if k not in cols], *cols]
+            options = self.reader_options
+            if self.request is not None:
+                options = self.request.reader_options(options)
             self._inner = ProfilesSource(
                 self.file_urls(),
                 storage_options=self.storage.storage_options,
@@ -265,8 +224,9 @@ class ProjectProfilesSource(_ProjectBase):
     def to_dask(self) -> Any:
         """The lazy dask dataframe (annotated when ``annotate=`` is given)."""
         ddf = self._loader().to_dask()
-        ann = self.annotations()
-        return annotate_dask(ddf, ann) if ann is not None else ddf
+        if self.request is None:
+            return ddf
+        return self.request.apply(ddf, Gallery(self.storage), self.chosen())
 
     def _get_partition(self, i: int) -> pd.DataFrame:
         return self.to_dask().get_partition(i).compute()

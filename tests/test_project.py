@@ -132,3 +132,53 @@ def test_platemap_annotation_of_another_project(demo_jump):
     assert "Metadata_well_position" not in got.columns
     with pytest.raises(ParameterError, match="platemaps"):
         ProjectProfilesSource(demo_jump.root, "cpg0004-lincs", annotate=["compound"]).read()
+
+
+# ------------------------------------------------------------------------------ per-source entries
+
+
+def test_open_cpg_metadata_root_and_annotate_on_per_source_entries(demo_jump, meta, store):
+    import intake
+
+    cat = intake.open_cpg(demo_jump.root, **meta)
+    src = cat["cpg0016-jump"]["source_4"]["profiles"](
+        columns=["Cells_AreaShape_Area"], annotate=True
+    )
+    got = src.read()
+    plain = cat["cpg0016-jump"]["source_4"]["profiles"](
+        columns=["Metadata_Source", "Metadata_Plate", "Metadata_Well", "Cells_AreaShape_Area"]
+    ).read()
+    want = annotate_frame(plain, prepare(store.read_many(USUAL_TABLES)))
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
+    # assembled profiles carry Metadata_JCP2022: gene symbols for every ORF row
+    orf = cat["cpg0016-jump-assembled"]["source_all"]["profiles_assembled"]["ORF"](
+        annotate=["orf"]
+    ).read()
+    assert orf.Metadata_Symbol.notna().all()
+    # another project: its platemaps
+    lincs = cat["cpg0004-lincs"]["broad"]["profiles"](annotate=True).read()
+    assert lincs.Metadata_broad_sample.notna().all() and "Metadata_solvent" in lincs
+
+
+def test_yaml_catalogs_take_the_metadata_parameters(demo_jump, tmp_path):
+    import shutil
+
+    import intake
+    from conftest import REPO
+
+    shutil.copytree(REPO / "catalogs", tmp_path / "catalogs")
+    cat = intake.open_catalog(str(tmp_path / "catalogs" / "demo.yaml"))
+    gallery = cat.gallery(root=demo_jump.root)
+    df = gallery["cpg0016-jump"]["source_13"]["profiles"](
+        columns=["Metadata_Well"], annotate=["crispr"]
+    ).read()
+    assert df.Metadata_Symbol.notna().any()
+    plates = cat.jump_plates(root=demo_jump.root).read()
+    assert "TARGET2" in set(plates.Metadata_PlateType)
+    tables = cat.jump_metadata(root=demo_jump.root)
+    assert "perturbation_control" in list(tables)
+    with pytest.raises(Exception, match="well.csv.gz"):  # the packaged pins refuse built tables
+        cat.jump_metadata(
+            root=demo_jump.root,
+            metadata_release=str(REPO / "intake_cpg/data/jump_metadata_pins.csv"),
+        )["well"].read()

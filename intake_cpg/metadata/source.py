@@ -149,17 +149,30 @@ class MetadataCatalog(Catalog):
             "metadata_release": metadata_release or None,
             "metadata_cache": metadata_cache or None,
         }
-        self._store = open_store(**self._options)
+        self._store: JumpMetadata | None = None
         kwargs.setdefault("name", "metadata")
         super().__init__(**kwargs)
 
     @property
     def store(self) -> JumpMetadata:
-        """The store this catalog describes the release with."""
+        """The store this catalog describes the release with (opened on first use)."""
+        if self._store is None:
+            self._store = open_store(**self._options)
         return self._store
 
     def _load(self) -> None:
-        release = self._store.release
+        # nothing is opened until the entries are asked for (intake instantiates catalogs
+        # with their defaults before applying the caller's parameters)
+        self._loaded = False
+
+    def _get_entries(self) -> dict[str, Any]:
+        if not getattr(self, "_loaded", False):
+            self._list_entries()
+            self._loaded = True
+        return self._entries
+
+    def _list_entries(self) -> None:
+        release = self.store.release
         self._entries = {}
         for table in release.tables:
             pin = release.pin(table)
