@@ -62,3 +62,42 @@ def test_demo_load_data_file_names_give_their_rows_well_and_site(demo_local):
         assert [f["well"] for f in fields] == load.Metadata_Well.tolist()
         assert [f["site"] for f in fields] == load.Metadata_Site.tolist()
         assert {f["channel"] for f in fields} == ({"1"} if ch == 1 else {"5"})
+
+
+def test_images_table_from_s3(make_bucket, s3_admin, s3_options):
+    """Three microscopes' folders in a bucket on the loopback S3 server, listed as one table."""
+    from intake_cpg.images import ImagesSource
+
+    bucket = make_bucket()
+    base = f"{bucket[5:]}/cpg0016-jump/source_4/images"
+    files = {
+        "B1/images/BR1__2021-05-13T13_37_20-Measurement1/Images/r03c04f02p01-ch2sk1fk1fl1.tiff": 5,
+        "B1/images/BR1__2021-05-13T13_37_20-Measurement1/Images/Index.idx.xml": 3,
+        "B1/images/BR2/BR2_C05_T0001F004L01A02Z01C03.tif": 7,
+        "B2/images/PX1/TimePoint_1/PX1_D06_s2_w4ABCD.tif": 9,
+    }
+    for key, size in files.items():
+        s3_admin.pipe(f"{base}/{key}", b"x" * size)
+    s3_admin.invalidate_cache()
+    df = ImagesSource(bucket, "cpg0016-jump", "source_4", s3_options).read()
+    got = df[
+        [
+            "Metadata_Batch",
+            "Metadata_Plate",
+            "scheme",
+            "Metadata_Well",
+            "Metadata_Site",
+            "channel",
+            "size",
+        ]
+    ].values.tolist()
+    assert got == [
+        ["B1", "BR1", "phenix", "C04", "2", "2", 5],
+        ["B1", "BR2", "yokogawa", "C05", "4", "3", 7],
+        ["B2", "PX1", "imagexpress", "D06", "2", "4", 9],
+    ]
+    assert df.url.str.startswith("s3://").all()
+    one = ImagesSource(bucket, "cpg0016-jump", "source_4", s3_options, plate="BR1").read()
+    assert set(one.plate_folder) == {"BR1__2021-05-13T13_37_20-Measurement1"}
+    every = ImagesSource(bucket, "cpg0016-jump", "source_4", s3_options, all_files=True).read()
+    assert len(every) == 4 and every.scheme.isna().sum() == 1
