@@ -23,10 +23,9 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from intake.source.base import DataSource, Schema
 
-from . import __version__
 from .errors import not_found
+from .frame_source import FrameSource
 from .image_names import image_fields, plate_of_folder
 from .readers import STRING_DTYPE
 from .resolve import ALL, match_names
@@ -49,14 +48,11 @@ IMAGE_COLUMNS = (
 )
 
 
-class ImagesSource(DataSource):
+class ImagesSource(FrameSource):
     """The image files of a source's chosen plates, one row each (files of no known scheme,
     such as ``Index.idx.xml``, are left out unless ``all_files=True``)."""
 
-    container = "dataframe"
     name = "cpg_images"
-    version = __version__
-    partition_access = True
 
     def __init__(
         self,
@@ -78,10 +74,9 @@ class ImagesSource(DataSource):
         self.storage = get_storage(
             urlpath, storage_options, listing_ttl=listing_ttl, cache_dir=cache_dir or None
         )
-        self._frame: pd.DataFrame | None = None
         super().__init__(metadata={"project": project, "source": source, **(metadata or {})})
 
-    def _list(self) -> pd.DataFrame:
+    def _make_frame(self) -> pd.DataFrame:
         base = f"{self.project}/{self.source}/images"
         where = f"{self.project}/{self.source}/images"
         batches = [e.name for e in self.storage.ls(base) if e.is_dir]
@@ -124,27 +119,3 @@ class ImagesSource(DataSource):
         df = pd.DataFrame(rows, columns=list(IMAGE_COLUMNS))
         strings = [c for c in IMAGE_COLUMNS if c != "size"]
         return df.astype(dict.fromkeys(strings, STRING_DTYPE)).sort_values("key", ignore_index=True)
-
-    def read(self) -> pd.DataFrame:
-        """The image table."""
-        if self._frame is None:
-            self._frame = self._list()
-        return self._frame.copy()
-
-    def _get_schema(self) -> Schema:
-        df = self.read()
-        return Schema(
-            datashape=None,
-            dtype={c: str(t) for c, t in df.dtypes.items()},
-            shape=df.shape,
-            npartitions=1,
-            extra_metadata={},
-        )
-
-    def _get_partition(self, i: int) -> pd.DataFrame:
-        return self.read()
-
-    def to_dask(self) -> Any:
-        import dask.dataframe as dd
-
-        return dd.from_pandas(self.read(), npartitions=1)

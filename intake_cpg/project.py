@@ -26,6 +26,7 @@ from intake.source.base import DataSource, Schema
 from . import __version__
 from .annotation_sources import AnnotationRequest, metadata_kind
 from .errors import ParameterError
+from .frame_source import FrameSource
 from .metadata.source import open_store
 from .plates import plates_table, select_plates
 from .resolve import Gallery, choose_variant
@@ -34,6 +35,18 @@ from .storage import DEFAULT_ROOT, get_storage
 log = logging.getLogger(__name__)
 
 __all__ = ["ProjectPlatesSource", "ProjectProfilesSource", "search", "unique"]
+
+
+#: Options of every project-level source (the rest go to the profiles loader).
+_BASE_OPTIONS = (
+    "cache_dir",
+    "listing_ttl",
+    "metadata_root",
+    "metadata_verify",
+    "metadata_release",
+    "metadata_cache",
+    "metadata",
+)
 
 
 class _ProjectBase(DataSource):
@@ -96,32 +109,13 @@ class _ProjectBase(DataSource):
         return self._plates
 
 
-class ProjectPlatesSource(_ProjectBase):
+class ProjectPlatesSource(FrameSource, _ProjectBase):
     """The plates of a project, one row each (see the module text)."""
 
     name = "cpg_project_plates"
 
-    def _get_schema(self) -> Schema:
-        df = self.plates()
-        return Schema(
-            datashape=None,
-            dtype={c: str(t) for c, t in df.dtypes.items()},
-            shape=df.shape,
-            npartitions=1,
-            extra_metadata={},
-        )
-
-    def _get_partition(self, i: int) -> pd.DataFrame:
-        return self.plates().copy()
-
-    def read(self) -> pd.DataFrame:
-        """The plates table."""
-        return self.plates().copy()
-
-    def to_dask(self) -> Any:
-        import dask.dataframe as dd
-
-        return dd.from_pandas(self.plates(), npartitions=1)
+    def _make_frame(self) -> pd.DataFrame:
+        return self.plates()
 
 
 class ProjectProfilesSource(_ProjectBase):
@@ -142,27 +136,11 @@ class ProjectProfilesSource(_ProjectBase):
         plates: pd.DataFrame | None = None,
         variant: str | None = None,
         annotate: Any = False,
-        cache_dir: str | None = None,
-        listing_ttl: float = 3600.0,
-        metadata_root: str | None = None,
-        metadata_verify: bool = True,
-        metadata_release: str | None = None,
-        metadata_cache: str | None = None,
-        metadata: dict[str, Any] | None = None,
-        **reader_options: Any,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            urlpath,
-            project,
-            storage_options,
-            cache_dir=cache_dir,
-            listing_ttl=listing_ttl,
-            metadata_root=metadata_root,
-            metadata_verify=metadata_verify,
-            metadata_release=metadata_release,
-            metadata_cache=metadata_cache,
-            metadata=metadata,
-        )
+        base = {k: options.pop(k) for k in _BASE_OPTIONS if k in options}
+        super().__init__(urlpath, project, storage_options, **base)
+        reader_options = options
         self.selection = {
             "source": source or None,
             "batch": batch or None,

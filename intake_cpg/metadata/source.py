@@ -26,8 +26,8 @@ from typing import Any
 import pandas as pd
 from intake.catalog import Catalog
 from intake.catalog.local import LocalCatalogEntry
-from intake.source.base import DataSource, Schema
 
+from ..frame_source import FrameSource
 from .pins import Release, read_pin_table
 from .store import JumpMetadata
 
@@ -61,13 +61,10 @@ def open_store(
     )
 
 
-class MetadataTableSource(DataSource):
+class MetadataTableSource(FrameSource):
     """One table of the pinned JUMP ``datasets`` release, every column a string."""
 
-    container = "dataframe"
     name = "cpg_jump_metadata"
-    version = "0.1.0"
-    partition_access = True
 
     def __init__(
         self,
@@ -95,38 +92,9 @@ class MetadataTableSource(DataSource):
             "url": self._store.source_url(table),
         }
         super().__init__(metadata={**info, **(metadata or {})})
-        self._frame: pd.DataFrame | None = None
 
-    def _load(self) -> pd.DataFrame:
-        if self._frame is None:
-            self._frame = self._store.read(self.table)
-        return self._frame
-
-    def _get_schema(self) -> Schema:
-        df = self._load()
-        return Schema(
-            datashape=None,
-            dtype={c: str(t) for c, t in df.dtypes.items()},
-            shape=df.shape,
-            npartitions=1,
-            extra_metadata={},
-        )
-
-    def _get_partition(self, i: int) -> pd.DataFrame:
-        return self._load()
-
-    def read(self) -> pd.DataFrame:
-        """The table (a copy, so edits do not change later reads)."""
-        return self._load().copy()
-
-    def to_dask(self) -> Any:
-        """The table as a one-partition dask dataframe."""
-        import dask.dataframe as dd
-
-        return dd.from_pandas(self._load(), npartitions=1)
-
-    def _close(self) -> None:
-        self._frame = None
+    def _make_frame(self) -> pd.DataFrame:
+        return self._store.read(self.table)
 
 
 class MetadataCatalog(Catalog):
