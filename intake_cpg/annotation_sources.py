@@ -111,10 +111,12 @@ def gallery_platemap_annotations(
     """Platemap lookups for the plates of ``chosen`` (``Metadata_Source, Metadata_Batch,
     Metadata_Plate``), from each batch's ``barcode_platemap.csv`` and ``platemap/*.txt``."""
     barcodes, maps = [], {}
+    products = ("barcode_platemap", "platemap")
     for (source, batch), _ in chosen.groupby(["Metadata_Source", "Metadata_Batch"]):
-        if batch not in gallery.platemap_batches(project, source):
+        if batch not in gallery.batches(project, source, "barcode_platemap"):
             continue
-        keys = gallery.platemap_keys(project, source, batch)
+        refs = gallery.platemap_files(project, source, batch, products)
+        keys = {name: ref.key for name, ref in refs.items()}
         if "barcode_platemap" in keys:
             barcodes.append(_read_text(gallery.storage, keys["barcode_platemap"]))
         maps.update({n: k for n, k in keys.items() if n != "barcode_platemap"})

@@ -55,8 +55,8 @@ from .diskcache import atomic_write
 from .errors import ParameterError, StorageError
 from .etag import compute_etag
 from .layout import format_key
-from .storage import GALLERY_BUCKET, filesystem
 from .metadata.synthetic import WELLS
+from .storage import GALLERY_BUCKET, filesystem
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from intake.source.base import DataSource, Schema
 
 from . import __version__
 from .annotation_sources import AnnotationRequest, metadata_kind
-from .errors import ParameterError
+from .errors import ParameterError, not_found
 from .frame_source import FrameSource
 from .metadata.source import open_store
 from .plates import plates_table, select_plates
@@ -97,9 +97,9 @@ class _ProjectBase(DataSource):
             g = Gallery(self.storage)
             found = []
             for source in g.sources(self.project):
-                if "profiles" not in g.products(self.project, source):
+                if "profiles" not in g.present(self.project, source, ("profiles",)):
                     continue
-                pp = g.plate_product(self.project, source, "profiles")
+                pp = g.plate_product(self.project, source, "profiles", learn_files=True)
                 self._products[source] = pp
                 for batch, plates in pp.plates.items():
                     for plate in plates:
@@ -161,17 +161,23 @@ class ProjectProfilesSource(_ProjectBase):
             self.plates(), **sel, plates=self.plate_frame, where=f"{self.project} profiles"
         )
 
-    def file_urls(self) -> list[str]:
-        """One file per chosen plate (the chosen variant, default per source)."""
+    def file_urls(self) -> list[Any]:
+        """One file reference per chosen plate (the chosen variant, default per source)."""
         g = Gallery(self.storage)
         chosen = self.chosen()
         urls = []
         for source, rows in chosen.groupby("Metadata_Source", sort=True):
             pp = self._products[source]
             variant = self.variant if self.variant is not None else choose_variant(pp.variants)
-            pairs = list(zip(rows.Metadata_Batch, rows.Metadata_Plate, strict=True))
-            keys = g.plate_keys(pp, pairs, variant, f"{self.project}/{source}/profiles")
-            urls.extend(self.storage.url(k) for k in keys)
+            if variant not in pp.files:
+                raise not_found(
+                    "variant",
+                    variant or "(bare file)",
+                    [v or "(bare file)" for v in pp.files],
+                    f"{self.project}/{source}/profiles",
+                )
+            pairs = zip(rows.Metadata_Batch, rows.Metadata_Plate, strict=True)
+            urls.extend(g.plate_file(pp, b, p, variant) for b, p in pairs)
         return urls
 
     def _loader(self) -> Any:
