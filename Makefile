@@ -29,7 +29,7 @@ $(MOTO_VENV)/.installed:
 
 ## make demo: install, build the demo gallery in ./$(DEMO_DIR), open it with intake and load a table
 demo: $(VENV)/.installed-base
-	$(PY) -m intake_cpg.demo $(DEMO_DIR)
+	$(PY) -m intake_cpg.demo $(DEMO_DIR) --jump-metadata
 	$(PY) examples/quickstart.py $(DEMO_DIR)
 
 ## make test: lint, the whole test suite (loopback S3 + dask cluster), the docs build, the conda recipe

@@ -167,6 +167,9 @@ class _Level(Catalog):
         manifests: list[str] | None = None,
         name: str | None = None,
         metadata: dict[str, Any] | None = None,
+        metadata_root: str | None = None,
+        metadata_verify: bool = True,
+        metadata_release: str | None = None,
         **kwargs: Any,
     ) -> None:
         cache_dir = cache_dir or None  # YAML catalogs pass "" for "no disk cache"
@@ -183,6 +186,14 @@ class _Level(Catalog):
             "cache_dir": cache_dir,
             "listing_ttl": listing_ttl,
         }
+        # where annotate= finds the JUMP metadata (intake_cpg.metadata); passed on only when set
+        jump = {
+            "metadata_root": metadata_root or None,
+            "metadata_verify": bool(metadata_verify),
+            "metadata_release": metadata_release or None,
+        }
+        if jump != {"metadata_root": None, "metadata_verify": True, "metadata_release": None}:
+            self._child_args.update(jump)
         self._source_args = dict(self._child_args)  # what a GallerySource takes
         if self.manifests:
             self._child_args["manifests"] = self.manifests

@@ -55,6 +55,7 @@ from .diskcache import atomic_write
 from .errors import ParameterError, StorageError
 from .etag import compute_etag
 from .layout import format_key
+from .metadata.synthetic import WELLS
 from .storage import GALLERY_BUCKET, filesystem
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,6 @@ __all__ = [
 
 #: Part size of the multipart uploads the demo makes (and assumes for local ETags).
 PART_SIZE = 5 * 2**20
-#: The 384 wells of a plate, A01..P24, row by row.
-WELLS: tuple[str, ...] = tuple(f"{r}{c:02d}" for r in "ABCDEFGHIJKLMNOP" for c in range(1, 25))
 #: Number of real feature names used when ``n_features`` is None.
 DEFAULT_N_FEATURES = 60
 
@@ -103,6 +102,16 @@ _CPG0016_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("source_13", "20220914_Run1", ("CP-CC9-R1-04",)),
 )
 _STAGE_SOURCES = ("source_4", "source_13")  # first batch of these gets load_data and analysis
+# Extra TARGET2 plates (profiles only) for the JUMP sample notebook's "two TARGET2 plates per
+# source": with source_4's BR00121437, three TARGET2 plates in two sources (all TARGET2 plates
+# share one layout, so they replicate each other).
+_TARGET2_PLATES: tuple[tuple[str, str, str], ...] = (
+    ("source_13", "20220914_Run1", "CP-CC9-R1-29"),
+    ("source_13", "20221009_Run2", "CP-CC9-R2-29"),
+)
+#: Top-level folder of the demo's mirror of the JUMP datasets metadata (not a project):
+#: ``metadata/<file>`` for every table and ``pins.csv``, the pin table of those bytes.
+METADATA_PREFIX = "jump-metadata"
 
 # (SUBSET, version, variant, manifest subset or None, "features" | "embedding")
 _ASSEMBLED: tuple[tuple[str, str, str, str | None, str], ...] = (
@@ -377,6 +386,17 @@ class DemoGallery:
     etags: dict[str, str] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
     multipart_keys: tuple[str, ...] = ()
+    metadata_prefix: str = METADATA_PREFIX
+
+    @property
+    def metadata_root(self) -> str:
+        """The mirror of the JUMP metadata tables (``metadata_root=``) for the demo's plates."""
+        return self.url(f"{self.metadata_prefix}/metadata")
+
+    @property
+    def metadata_release(self) -> str:
+        """The pin table of that mirror (``metadata_release=``)."""
+        return self.url(f"{self.metadata_prefix}/pins.csv")
 
     def url(self, key: str) -> str:
         """Full URL (or path) of a root-relative key."""
@@ -460,8 +480,11 @@ def _root_of(fs: fsspec.AbstractFileSystem, root_path: str) -> str:
     return f"{protocol}://{root_path}"
 
 
-def _select_cpg0016(plates_per_batch: int, all_plates: bool) -> pd.DataFrame:
-    """Rows (source, batch, plate, plate_type) of the cpg0016 plates the demo writes."""
+def _select_cpg0016(
+    plates_per_batch: int, all_plates: bool, with_extra: bool = False
+) -> pd.DataFrame:
+    """Rows (source, batch, plate, plate_type) of the cpg0016 plates the demo writes
+    (``with_extra``: and the extra TARGET2 plates, which get profiles only)."""
     table = _plate_list()
     if all_plates:
         rows = table
@@ -473,6 +496,9 @@ def _select_cpg0016(plates_per_batch: int, all_plates: bool) -> pd.DataFrame:
             chosen = order[: max(plates_per_batch, 1)]
             parts.append(grp.set_index("Metadata_Plate").loc[chosen].reset_index())
         rows = pd.concat(parts, ignore_index=True)
+        extra = table.set_index(["Metadata_Source", "Metadata_Batch", "Metadata_Plate"])
+        extra = extra.loc[list(_TARGET2_PLATES)].reset_index()
+        rows = pd.concat([rows, extra], ignore_index=True) if with_extra else rows
     out = pd.DataFrame(
         {
             "source": rows.Metadata_Source.to_numpy(),
@@ -596,8 +622,31 @@ def _embedding_table(
     )
 
 
-def _jcp_ids(source: str, wells: Sequence[str]) -> list[str]:
-    return [f"JCP2022_{zlib.crc32(f'{source}/{w}'.encode()) % 900000 + 1:06d}" for w in wells]
+def _jcp_ids(plates: pd.DataFrame) -> list[str]:
+    """The JCP2022 ids of the wells of ``plates`` (A01..P24 each), as the demo's well table says."""
+    well = _demo_well(plates)
+    return (
+        well.set_index(["Metadata_Plate", "Metadata_Well"])
+        .Metadata_JCP2022.loc[[(p, w) for p in plates.plate for w in WELLS]]
+        .tolist()
+    )
+
+
+def _demo_well(plates: pd.DataFrame) -> pd.DataFrame:
+    """The demo's ``well`` table for ``plates`` (columns source, plate, plate_type)."""
+    from .metadata.synthetic import build_well, packaged_file
+    from .metadata.tables import decode_table
+
+    frame = pd.DataFrame(
+        {
+            "Metadata_Source": plates.source.to_numpy(),
+            "Metadata_Plate": plates.plate.to_numpy(),
+            "Metadata_PlateType": plates.plate_type.to_numpy(),
+        }
+    )
+    real = {t: decode_table(packaged_file(t), f"{t}.csv") for t in ("perturbation_control",)}
+    real |= {t: decode_table(packaged_file(t), f"{t}.csv.gz") for t in ("orf", "crispr")}
+    return build_well(frame, **real)
 
 
 def _assembled_table(
@@ -613,9 +662,7 @@ def _assembled_table(
             np.repeat(plates.plate.to_numpy(), len(WELLS)).tolist(), pa.string()
         ),
         "Metadata_Well": pa.array(wells, pa.string()),
-        "Metadata_JCP2022": pa.array(
-            [j for s in plates.source for j in _jcp_ids(s, WELLS)], pa.string()
-        ),
+        "Metadata_JCP2022": pa.array(_jcp_ids(plates), pa.string()),
     }
     names = (
         list(features)
@@ -650,6 +697,7 @@ def build_demo(
     seed: int = 0,
     large_object: bool = False,
     max_workers: int | None = None,
+    jump_metadata: bool = False,
 ) -> DemoGallery:
     """Write the demo gallery into ``target`` (a local folder or any fsspec URL).
 
@@ -668,6 +716,9 @@ def build_demo(
         large_object: also make one assembled profile larger than 5 MiB and upload it in
             5 MiB parts, so the manifest holds a multipart ETag (``<hex>-2``).
         max_workers: threads writing in parallel (default ``min(8, 2 * cpus)``).
+        jump_metadata: also write a mirror of the JUMP datasets metadata for the demo's
+            cpg0016 plates under ``jump-metadata/`` (``metadata/<file>`` and ``pins.csv``,
+            see :attr:`DemoGallery.metadata_root`); the real metadata is not in the bucket.
 
     Returns:
         A :class:`DemoGallery` describing what was written.
@@ -702,7 +753,7 @@ def build_demo(
 
     # ---- cpg0016-jump per-plate profiles
     project = "cpg0016-jump"
-    selected = _select_cpg0016(plates_per_batch, all_plates)
+    selected = _select_cpg0016(plates_per_batch, all_plates, with_extra=True)
     for row in selected.itertuples(index=False):
         key = format_key(
             "profiles",
@@ -769,6 +820,17 @@ def build_demo(
         for fut in [pool.submit(t) for t in tasks]:
             fut.result()
 
+    from .metadata.synthetic import mirror_files
+
+    jump = selected.rename(
+        columns={
+            "source": "Metadata_Source",
+            "plate": "Metadata_Plate",
+            "plate_type": "Metadata_PlateType",
+        }
+    )
+    for name, data in (mirror_files(jump, seed=seed) if jump_metadata else {}).items():
+        writer.put(f"{METADATA_PREFIX}/{name}", data)
     writer.put(_MANIFEST_KEY, _manifest_bytes(writer, assembled_keys))
     writer.put("index.html", _index_html(writer.sizes))
 
@@ -1104,6 +1166,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add a >5 MiB assembled profile uploaded in 5 MiB parts",
     )
+    parser.add_argument(
+        "--jump-metadata",
+        action="store_true",
+        help="also write a mirror of the JUMP metadata tables for the demo's plates",
+    )
 
 
 def build_from_args(args: argparse.Namespace, storage_options: dict | None = None) -> DemoGallery:
@@ -1117,6 +1184,7 @@ def build_from_args(args: argparse.Namespace, storage_options: dict | None = Non
         analysis_sites=args.analysis_sites,
         seed=args.seed,
         large_object=args.large_object,
+        jump_metadata=args.jump_metadata,
     )
 
 

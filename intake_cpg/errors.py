@@ -24,6 +24,10 @@ __all__ = [
     "SchemaMismatchError",
     "StorageError",
     "close_matches",
+    # external metadata (intake_cpg.metadata, intake_cpg.annotate)
+    "MetadataError",
+    "ChecksumError",
+    "MetadataUnavailableError",
 ]
 
 
@@ -77,6 +81,18 @@ class ProductNotFoundError(CPGError, KeyError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class MetadataError(CPGError, ValueError):
+    """An external metadata table cannot be used (duplicate join keys, a bad pin table, ...)."""
+
+
+class ChecksumError(MetadataError):
+    """A metadata file's bytes differ from the checksum its pinned release records."""
+
+
+class MetadataUnavailableError(CPGError, OSError):
+    """A metadata file is missing or cannot be fetched (and no verified copy is cached)."""
 
 
 def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 from intake.source.base import DataSource, Schema
 
 from . import __version__
+from .annotation_sources import AnnotationRequest, plates_of_keys
 from .entries import ENTRY_TABLE, SourceView, validate_params
 from .errors import ParameterError
 from .outputs import TableOutputs
@@ -82,6 +83,10 @@ class GallerySource(TableOutputs, DataSource):
         cache_dir: str | None = None,
         listing_ttl: float = 3600.0,
         metadata: dict[str, Any] | None = None,
+        annotate: Any = False,
+        metadata_root: str | None = None,
+        metadata_verify: bool = True,
+        metadata_release: str | None = None,
         **reader_options: Any,
     ) -> None:
         if product not in ENTRY_TABLE:
@@ -119,6 +124,14 @@ class GallerySource(TableOutputs, DataSource):
         )
         self._refs: list[FileRef] | None = None
         self._inner: Any = None
+        # annotate=: the JUMP tables (cpg0016) or the platemaps (see intake_cpg.annotation_sources)
+        self.annotation = AnnotationRequest.make(
+            annotate,
+            project,
+            metadata_root=metadata_root or None,
+            metadata_verify=metadata_verify,
+            metadata_release=metadata_release or None,
+        )
         super().__init__(metadata=metadata)
 
     # -- resolution -------------------------------------------------------------------------
@@ -166,7 +179,11 @@ class GallerySource(TableOutputs, DataSource):
                 pin_etags=found is not None,
                 storage_options=self.storage.storage_options,
                 metadata=self.metadata,
-                **self.reader_options,
+                **(
+                    self.annotation.reader_options(self.reader_options)
+                    if self.annotation
+                    else self.reader_options
+                ),
             )
         return self._inner
 
@@ -194,10 +211,16 @@ class GallerySource(TableOutputs, DataSource):
 
     def to_dask(self) -> Any:
         self._load_metadata()
-        return self._loader().to_dask()
+        ddf = self._loader().to_dask()
+        if self.annotation is None:
+            return ddf
+        plates = plates_of_keys(self.file_keys())
+        return self.annotation.apply(ddf, Gallery(self.storage), plates if len(plates) else None)
 
     def read(self) -> Any:
         self._load_metadata()
+        if self.annotation is not None:
+            return self.to_dask().compute()
         return self._loader().read()
 
     def head(self, n: int = 5, columns: list[str] | None = None) -> Any:

@@ -7,7 +7,7 @@
   environment: the tests prove that anonymous reads work, as on the public bucket.
 * ``s3_admin``: an ``s3fs.S3FileSystem`` with dummy credentials, for creating buckets and writing.
 * ``demo_s3`` / ``demo_local``: the demo gallery in the public-read bucket ``cpg-demo`` and in a
-  temporary folder.
+  temporary folder; ``demo_jump``: a local demo with its mirror of the JUMP metadata.
 * ``make_bucket``: fresh public-read buckets for tests that modify objects.
 * ``dask_client``: a ``distributed.Client`` on a 2-process ``LocalCluster``.
 """
@@ -169,6 +169,14 @@ def demo_local(tmp_path_factory: pytest.TempPathFactory):
     from intake_cpg.demo import build_demo
 
     return build_demo(str(tmp_path_factory.mktemp("demo") / "gallery"))
+
+
+@pytest.fixture(scope="session")
+def demo_jump(tmp_path_factory: pytest.TempPathFactory):
+    """The demo gallery with its mirror of the JUMP metadata (``jump_metadata=True``)."""
+    from intake_cpg.demo import build_demo
+
+    return build_demo(str(tmp_path_factory.mktemp("demo-jump") / "gallery"), jump_metadata=True)
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ PYPI_TO_CONDA: dict[str, str] = {
     "pandas": "pandas",
     "jinja2": "jinja2",
     "pyyaml": "pyyaml",
+    "pooch": "pooch",
 }
 
 INTAKE_DRIVERS = ("cpg", "cpg_manifest", "cpg_profiles")

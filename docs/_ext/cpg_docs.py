@@ -79,7 +79,7 @@ def _prepare(app: Sphinx) -> None:
 
     _State.failures = []
     workdir = Path(tempfile.mkdtemp(prefix="intake-cpg-docs-")).resolve()
-    intake_cpg.build_demo(str(workdir / DEMO_NAME))
+    intake_cpg.build_demo(str(workdir / DEMO_NAME), jump_metadata=True)
     # Examples that use the YAML catalogs run as from a clone: catalogs/ beside demo-gallery/.
     catalogs = Path(app.confdir).parent / "catalogs"
     if catalogs.is_dir():
