@@ -17,7 +17,6 @@ from typing import Any
 from intake.source.base import DataSource, Schema
 
 from . import __version__
-from .annotation_sources import AnnotationRequest, plates_of_keys
 from .entries import ENTRY_TABLE, SourceView, validate_params
 from .errors import ParameterError
 from .outputs import TableOutputs
@@ -124,7 +123,11 @@ class GallerySource(TableOutputs, DataSource):
         )
         self._refs: list[FileRef] | None = None
         self._inner: Any = None
-        # annotate=: the JUMP tables (cpg0016) or the platemaps (see intake_cpg.annotation_sources)
+        # annotate=: the JUMP tables (cpg0016) or the platemaps (see intake_cpg.annotation_sources;
+        # imported here, not at module level: `import intake` loads this module and must stay
+        # free of pandas)
+        from .annotation_sources import AnnotationRequest
+
         self.annotation = AnnotationRequest.make(
             annotate,
             project,
@@ -214,6 +217,8 @@ class GallerySource(TableOutputs, DataSource):
         ddf = self._loader().to_dask()
         if self.annotation is None:
             return ddf
+        from .annotation_sources import plates_of_keys
+
         plates = plates_of_keys(self.file_keys())
         return self.annotation.apply(ddf, Gallery(self.storage), plates if len(plates) else None)
 
