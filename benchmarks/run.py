@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import io
 import json
 import os
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from s3server import SeaweedS3  # noqa: E402
+from shaper import Shaper  # noqa: E402
 
 PY = sys.executable
 BUCKET = "cpg-bench"
@@ -52,6 +54,12 @@ def median(xs: list[float]) -> float:
 # --------------------------------------------------------------------------------------------
 # the synthetic gallery
 # --------------------------------------------------------------------------------------------
+def _plate_bytes(source: str, plate: str, width: int) -> bytes:
+    from intake_cpg.demo import plate_profile
+
+    return _parquet(plate_profile(source, plate, width))
+
+
 def _parquet(table: pa.Table) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table, buf)
@@ -61,8 +69,9 @@ def _parquet(table: pa.Table) -> bytes:
 #: The trees each workload reads (``--only`` builds just those).
 NEEDS = {
     "browse": {"gallery", "wide"},
-    "full_load": {"wide"},
-    "selective_load": {"wide"},
+    "full": {"wide"},
+    "select": {"wide"},
+    "large_file": {"large"},
     "graph": {"gallery"},
     "distributed": {"wide"},
     "memory": {"medium"},
@@ -72,7 +81,7 @@ NEEDS = {
 def build_trees(
     srv: SeaweedS3, cfg: dict[str, Any], parts: set[str] | None = None
 ) -> dict[str, Any]:
-    from intake_cpg.demo import build_demo, plate_profile
+    from intake_cpg.demo import build_demo
     from intake_cpg.layout import format_key
 
     parts = {"gallery", "wide", "medium"} if parts is None else parts
@@ -110,7 +119,7 @@ def build_trees(
             key = format_key(
                 "profiles", project="cpg0016-jump", source=s, batch=b, plate=p, extension="parquet"
             )
-            yield f"{root}/{key}", _parquet(plate_profile(s, p, width))
+            yield f"{root}/{key}", functools.partial(_plate_bytes, s, p, width)
 
     wide = plates[plates.Metadata_Source == "source_4"].head(cfg["n_wide"])
     if "wide" in parts:
@@ -167,9 +176,19 @@ def plate_glob(names: list[str], target: int) -> tuple[str, list[str]]:
 # --------------------------------------------------------------------------------------------
 # running steps
 # --------------------------------------------------------------------------------------------
+SHAPER: Shaper | None = None
+#: Latencies (ms added before each response by the shaping proxy) every read workload runs at.
+LATENCIES = (0, 25)
+
+
 def step(srv: SeaweedS3, name: str, args: dict[str, Any], *, peak: bool = False) -> dict[str, Any]:
-    """Run one step in a new process; add the server's request counts (and peak RSS)."""
+    """Run one step in a new process; add the request counts (and peak RSS).
+
+    Requests and body bytes per kind come from the shaping proxy every read goes through;
+    the server's own counter is kept beside them (``server_requests``).
+    """
     before = srv.requests()
+    shaped = SHAPER.counts() if SHAPER is not None else None
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(args, fh)  # a file: 2,525 URLs do not fit on a command line
     cmd = [PY, str(ROOT / "benchmarks" / "workloads.py"), name, "@" + fh.name]
@@ -192,7 +211,14 @@ def step(srv: SeaweedS3, name: str, args: dict[str, Any], *, peak: bool = False)
         raise RuntimeError(f"step {name} failed:\n{err[-4000:]}")
     rec = json.loads(out.strip().splitlines()[-1])
     after = srv.requests()
-    rec["requests"] = {k: after[k] - before[k] for k in after if after[k] - before[k]}
+    rec["server_requests"] = {k: after[k] - before[k] for k in after if after[k] - before[k]}
+    rec["requests"] = rec["server_requests"]
+    if SHAPER is not None and shaped is not None:
+        now = SHAPER.counts()
+        for what in ("requests", "bytes"):
+            a, b = now[what], shaped[what]
+            rec[what] = {k: a[k] - b.get(k, 0) for k in a if a[k] - b.get(k, 0)}
+        rec["bytes_total"] = sum(rec["bytes"].values())
     rec["requests_total"] = sum(rec["requests"].values())
     if peak:
         rec["peak_rss"] = peak_rss
@@ -231,7 +257,8 @@ def w_parse(runs: int, limit: int | None) -> dict[str, Any]:
 
 def w_browse(srv: SeaweedS3, trees: dict[str, Any], runs: int, tmp: Path) -> dict[str, Any]:
     say("2. browse: open_cpg -> one plate entry -> all plates, vs recursive fs.find")
-    endpoint = srv.endpoint
+    assert SHAPER is not None
+    endpoint = SHAPER.endpoint
     row = trees["wide"].iloc[0]
     base = {
         "root": f"s3://{BUCKET}/gallery",
@@ -240,108 +267,293 @@ def w_browse(srv: SeaweedS3, trees: dict[str, Any], runs: int, tmp: Path) -> dic
         "batch": row.Metadata_Batch,
         "plate": row.Metadata_Plate,
     }
-    ours, find, warm = [], [], []
-    for i in range(runs):
-        cache = str(tmp / f"listings-{i}")
-        ours.append(step(srv, "browse_ours", {**base, "cache_dir": cache}))
-        find.append(step(srv, "browse_find", base))
-        warm.append(step(srv, "browse_ours", {**base, "cache_dir": cache}))
-        say(
-            f"  run {i + 1}: ours {ours[-1]['all_s']:.2f}s/{ours[-1]['requests_total']} req, "
-            f"find {find[-1]['all_s']:.2f}s/{find[-1]['requests_total']} req, "
-            f"warm {warm[-1]['all_s']:.2f}s/{warm[-1]['requests_total']} req"
-        )
-    assert {r["n_plates"] for r in ours + find + warm} == {2525}, "plate counts differ"
-    f = {
-        "objects_in_project": find[0]["n_objects"],
-        "plates_found": 2525,
-        "ours_cold_entry_s": median([r["entry_s"] for r in ours]),
-        "ours_cold_all_s": median([r["all_s"] for r in ours]),
-        "ours_cold_requests": median([r["requests_total"] for r in ours]),
-        "find_s": median([r["all_s"] for r in find]),
-        "find_requests": median([r["requests_total"] for r in find]),
-        "ours_warm_all_s": median([r["all_s"] for r in warm]),
-        "ours_warm_requests": max(r["requests_total"] for r in warm),
-        "ours_warm_list_requests": max(r["requests"].get("LIST", 0) for r in warm),
-    }
-    f["request_ratio"] = f["find_requests"] / max(f["ours_cold_requests"], 1)
-    f["time_ratio"] = f["find_s"] / f["ours_cold_all_s"]
-    f["warm_time_ratio"] = f["find_s"] / f["ours_warm_all_s"]
-    met = f["request_ratio"] >= 10 and f["time_ratio"] >= 5 and f["ours_warm_list_requests"] == 0
+    plates = pd.read_csv(ROOT / "intake_cpg" / "data" / "cpg0016_plate.csv.gz").astype(str)
+    n_batches = plates.groupby("Metadata_Source").Metadata_Batch.nunique().sum()
+    n_sources = plates.Metadata_Source.nunique()
+    allowed = int(n_batches + 3 * n_sources + 2)  # one per batch, a fixed few per source
+    f: dict[str, Any] = {"batches": int(n_batches), "sources": int(n_sources),
+                         "listings_allowed": allowed}  # fmt: skip
+    met = True
+    sides: dict[int, dict[str, Any]] = {}
+    for lat in LATENCIES:
+        _at(lat)
+        ours, find, warm = [], [], []
+        for i in range(runs):
+            cache = str(tmp / f"listings-{lat}-{i}")
+            ours.append(step(srv, "browse_ours", {**base, "cache_dir": cache}, peak=True))
+            find.append(step(srv, "browse_find", base, peak=True))
+            warm.append(step(srv, "browse_ours", {**base, "cache_dir": cache}, peak=True))
+            say(
+                f"  {lat} ms run {i + 1}: ours {ours[-1]['all_s']:.2f}s/{ours[-1]['requests_total']} "
+                f"req, find {find[-1]['all_s']:.2f}s/{find[-1]['requests_total']} req, "
+                f"warm {warm[-1]['all_s']:.2f}s/{warm[-1]['requests_total']} req"
+            )
+        assert {r["n_plates"] for r in ours + find + warm} == {2525}, "plate counts differ"
+        for r in ours + find + warm:
+            r["s"] = r["all_s"]
+        sides[lat] = {"ours_cold": _side(ours), "fs_find": _side(find), "ours_warm": _side(warm)}
+        g = {
+            "objects_in_project": find[0]["n_objects"],
+            "ours_cold_entry_s": median([r["entry_s"] for r in ours]),
+            "ours_cold_all_s": median([r["all_s"] for r in ours]),
+            "ours_cold_listings": max(r["requests"].get("LIST", 0) for r in ours),
+            "ours_cold_requests": median([r["requests_total"] for r in ours]),
+            "find_s": median([r["all_s"] for r in find]),
+            "find_requests": median([r["requests_total"] for r in find]),
+            "ours_warm_all_s": median([r["all_s"] for r in warm]),
+            "ours_warm_requests": max(r["requests_total"] for r in warm),
+        }
+        g["met"] = g["ours_cold_listings"] <= allowed and g["ours_warm_requests"] == 0
+        met &= g["met"]
+        f[f"{lat}ms"] = g
     return {
         "workload": "browse",
-        "title": "Browse: open_cpg to one plate and all 2,525 plates vs recursive fs.find",
-        "bar": ">=10x fewer requests and >=5x less time than fs.find cold; 0 listings warm",
+        "title": "Browse: open_cpg to one plate and all 2,525 plates (vs recursive fs.find)",
+        "bar": "at most one listing per batch plus a fixed few (3) per source, cold; 0 requests warm",
+        "conditions": {"latency_ms": list(LATENCIES), "bandwidth": None},
+        "sides": sides,
         "figures": f,
-        "ratio": f["time_ratio"],
-        "ratio_bar": 5.0,
+        "ratio": allowed / max(f[f"{LATENCIES[-1]}ms"]["ours_cold_listings"], 1),
+        "ratio_bar": 1.0,
         "met": met,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# the read workloads of issue 15: every side at every latency, through the shaping proxy
+# --------------------------------------------------------------------------------------------
+def _side(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median time, and the requests/bytes/peak RSS of the median run, of one side."""
+    recs = sorted(recs, key=lambda r: r["s"])
+    mid = recs[len(recs) // 2]
+    return {
+        "s": median([r["s"] for r in recs]),
+        "requests": mid.get("requests", {}),
+        "requests_total": mid.get("requests_total", 0),
+        "bytes_total": mid.get("bytes_total", 0),
+        "peak_rss": mid.get("peak_rss", 0),
+        "check": mid.get("check"),
+        "shape": mid.get("shape"),
+    }
+
+
+def _at(lat: int) -> None:
+    assert SHAPER is not None
+    SHAPER.delay_ms = lat
+
+
+def w_select(srv: SeaweedS3, a: dict[str, Any], runs: int, tmp: Path) -> list[dict[str, Any]]:
+    n = len(a["urls"])
+    say(f"4. select: 10 columns of {n} full-width plates, cold and warm, at {LATENCIES} ms")
+    sides: dict[int, dict[str, Any]] = {}
+    for lat in LATENCIES:
+        _at(lat)
+        res: dict[str, list[dict[str, Any]]] = {}
+        for i in range(runs):
+            d = tmp / f"sel-{lat}-{i}"  # one cold run fills both warm variants
+            args = {**a, "footer_dir": str(d / "warm"), "listing_dir": str(d / "ls")}
+            res.setdefault("ours_cold", []).append(
+                step(srv, "select_ours", {**args, "warm_mode": "both"}, peak=True)
+            )
+            for mode in ("ranges", "chunks"):
+                res.setdefault(f"ours_warm_{mode}", []).append(
+                    step(srv, "select_ours", {**args, "warm_mode": mode}, peak=True)
+                )
+            for m in ("polars", "pyarrow", "dask"):
+                res.setdefault(m, []).append(step(srv, f"select_{m}", a, peak=True))
+            say(
+                f"  {lat} ms run {i + 1}: "
+                + ", ".join(f"{k} {v[-1]['s']:.2f}s" for k, v in res.items())
+            )
+        sides[lat] = {k: _side(v) for k, v in res.items()}
+    checks = {tuple(s["check"]) for lat in sides.values() for s in lat.values()}
+    same = len(checks) == 1
+    warm_mode = (
+        "chunks"
+        if all(
+            sides[lat]["ours_warm_chunks"]["s"] <= sides[lat]["ours_warm_ranges"]["s"]
+            for lat in LATENCIES
+        )
+        else "ranges"
+    )
+    out = []
+    cold_ok, warm_ok = True, True
+    cold_f: dict[str, Any] = {"plates": n, "columns": a["columns"], "same_values": same}
+    warm_f: dict[str, Any] = {
+        "plates": n,
+        "same_values": same,
+        "warm_variant_served_best": warm_mode,
+    }
+    for lat in LATENCIES:
+        s = sides[lat]
+        cold = s["ours_cold"]
+        ours = cold["s"]
+        per_file = {k: v / n for k, v in cold["requests"].items()}
+        ok = (
+            ours <= s["polars"]["s"]
+            and ours <= 0.5 * s["pyarrow"]["s"]
+            and ours <= 0.5 * s["dask"]["s"]
+            and cold["requests"].get("HEAD", 0) == 0
+        )
+        cold_ok &= ok
+        cold_f[f"{lat}ms"] = {
+            "ours_over_polars": ours / s["polars"]["s"],
+            "ours_over_pyarrow": ours / s["pyarrow"]["s"],
+            "ours_over_dask": ours / s["dask"]["s"],
+            "ours_requests_per_file": per_file,
+            "met": ok,
+        }
+        w = s[f"ours_warm_{warm_mode}"]
+        wok = (
+            w["s"] <= s["polars"]["s"] / 5
+            and w["peak_rss"] <= s["polars"]["peak_rss"]
+            and w["requests"].get("GET-range", 0) <= n * len(a["columns"]) * 2
+        )
+        warm_ok &= wok
+        warm_f[f"{lat}ms"] = {
+            "ours_warm_over_polars": w["s"] / s["polars"]["s"],
+            "ours_warm_rss_over_polars": w["peak_rss"] / max(s["polars"]["peak_rss"], 1),
+            "ranges_warm_s": s["ours_warm_ranges"]["s"],
+            "chunks_warm_s": s["ours_warm_chunks"]["s"],
+            "met": wok,
+        }
+    base = {"conditions": {"latency_ms": list(LATENCIES), "bandwidth": None}, "sides": sides}
+    out.append({
+        "workload": "select_cold", "id": "select_cold",
+        "title": f"select_cold: 10 columns x {n} full-width plates, cold",
+        "bar": "<= polars and <= half of pyarrow.dataset and dask, at 0 and 25 ms; no HEAD",
+        "figures": cold_f, **base,
+        "ratio": sides[25]["polars"]["s"] / sides[25]["ours_cold"]["s"],
+        "ratio_bar": 1.0, "met": same and cold_ok,
+    })  # fmt: skip
+    out.append({
+        "workload": "select_warm", "id": "select_warm",
+        "title": "select_warm: the same, second process, warm cache",
+        "bar": "<= 1/5 of polars' time; no footer bytes; peak RSS <= polars'",
+        "figures": warm_f, **base,
+        "ratio": sides[25]["polars"]["s"] / sides[25][f"ours_warm_{warm_mode}"]["s"],
+        "ratio_bar": 5.0, "met": same and warm_ok,
+    })  # fmt: skip
+    return out
 
 
 def w_full(srv: SeaweedS3, a: dict[str, Any], runs: int) -> dict[str, Any]:
-    say(f"3. full load of {len(a['urls'])} full-width plates: entry vs dask vs pandas loop")
-    res: dict[str, list[dict[str, Any]]] = {"ours": [], "dask": [], "pandas": []}
-    for i in range(runs):
-        for m in res:
-            res[m].append(step(srv, f"full_{m}", a))
-        say(f"  run {i + 1}: " + ", ".join(f"{m} {res[m][-1]['s']:.2f}s" for m in res))
-    checks = {m: [tuple(r["check"]) for r in rs] for m, rs in res.items()}
-    same = len({c for cs in checks.values() for c in cs}) == 1
-    f = {f"{m}_s": median([r["s"] for r in rs]) for m, rs in res.items()}
-    f.update(
-        plates=len(a["urls"]),
-        rows=res["ours"][0]["shape"][0],
-        columns_ours=res["ours"][0]["shape"][1],
-        columns_dask=res["dask"][0]["shape"][1],
-        same_values=same,
-        ours_over_dask=f["ours_s"] / f["dask_s"],
-        pandas_over_ours=f["pandas_s"] / f["ours_s"],
-    )
+    n = len(a["urls"])
+    say(f"3. full: all columns of {n} full-width plates at {LATENCIES} ms")
+    sides: dict[int, dict[str, Any]] = {}
+    f: dict[str, Any] = {"plates": n}
+    ok = True
+    for lat in LATENCIES:
+        _at(lat)
+        res: dict[str, list[dict[str, Any]]] = {}
+        for i in range(runs):
+            for m in ("ours", "polars", "pyarrow", "dask", "pandas"):
+                res.setdefault(m, []).append(step(srv, f"full_{m}", a, peak=True))
+            say(
+                f"  {lat} ms run {i + 1}: "
+                + ", ".join(f"{k} {v[-1]['s']:.2f}s" for k, v in res.items())
+            )
+        s = sides[lat] = {k: _side(v) for k, v in res.items()}
+        good = (
+            s["ours"]["s"] <= 1.25 * s["polars"]["s"]
+            and s["ours"]["s"] <= 0.5 * s["dask"]["s"]
+            and s["ours"]["s"] <= 0.5 * s["pyarrow"]["s"]
+        )
+        ok &= good
+        f[f"{lat}ms"] = {
+            "ours_over_polars": s["ours"]["s"] / s["polars"]["s"],
+            "ours_over_dask": s["ours"]["s"] / s["dask"]["s"],
+            "ours_over_pyarrow": s["ours"]["s"] / s["pyarrow"]["s"],
+            "ours_requests_per_file": {k: v / n for k, v in s["ours"]["requests"].items()},
+            "met": good,
+        }
+    same = len({tuple(x["check"]) for lat in sides.values() for x in lat.values()}) == 1
+    f["same_values"] = same
     return {
-        "workload": "full_load",
-        "title": f"Full load of {len(a['urls'])} full-width plates",
-        "bar": "within 5% of dask.dataframe.read_parquet, faster than a pandas loop",
-        "figures": f,
-        "ratio": f["dask_s"] / f["ours_s"],
-        "ratio_bar": 1 / 1.05,
-        "met": same and f["ours_over_dask"] <= 1.05 and f["ours_s"] < f["pandas_s"],
-        "results": res,
-    }
+        "workload": "full", "id": "full",
+        "title": f"full: all columns of {n} full-width plates, pandas partitions",
+        "bar": "<= 1.25x polars' time, <= half of dask's and pyarrow.dataset's",
+        "conditions": {"latency_ms": list(LATENCIES), "bandwidth": None},
+        "sides": sides, "figures": f,
+        "ratio": 1.25 * sides[25]["polars"]["s"] / sides[25]["ours"]["s"],
+        "ratio_bar": 1.0, "met": same and ok,
+    }  # fmt: skip
 
 
-def w_select(srv: SeaweedS3, a: dict[str, Any], runs: int, tmp: Path) -> dict[str, Any]:
-    say(f"4. selective load: 10 columns of {len(a['urls'])} full-width plates, cold and warm")
-    res: dict[str, list[dict[str, Any]]] = {
-        f"{m}_{t}": [] for m in ("ours", "dask", "pyarrow") for t in ("cold", "warm")
-    }
-    for i in range(runs):
-        args = {**a, "footer_dir": str(tmp / f"footers-{i}"), "listing_dir": str(tmp / f"ls-{i}")}
-        for m in ("ours", "dask", "pyarrow"):
-            for t in ("cold", "warm"):  # warm: the same again, in a new process
-                res[f"{m}_{t}"].append(step(srv, f"select_{m}", args))
-        say(f"  run {i + 1}: " + ", ".join(f"{k} {v[-1]['s']:.2f}s" for k, v in res.items()))
-    same = len({tuple(r["check"]) for rs in res.values() for r in rs}) == 1
-    f: dict[str, Any] = {f"{k}_s": median([r["s"] for r in v]) for k, v in res.items()}
-    f.update({f"{k}_requests": median([r["requests_total"] for r in v]) for k, v in res.items()})
-    f.update(
-        plates=len(a["urls"]),
-        columns=a["columns"],
-        same_values=same,
-        cold_ours_over_dask=f["ours_cold_s"] / f["dask_cold_s"],
-        warm_dask_over_ours=f["dask_warm_s"] / f["ours_warm_s"],
-        warm_pyarrow_over_ours=f["pyarrow_warm_s"] / f["ours_warm_s"],
-    )
-    met = same and f["ours_cold_s"] <= f["dask_cold_s"] and f["warm_dask_over_ours"] >= 3
+def build_large(srv: SeaweedS3, tmp: Path, rows_per_group: int, features: int) -> str:
+    """One assembled-shaped file: 8 row groups, ~2 GB in memory (float32 features)."""
+    import numpy as np
+
+    say(f"writing one large file: 8 row groups x {rows_per_group:,} rows x {features} features")
+    path = tmp / "large.parquet"
+    names = [f"X_{j}" for j in range(1, features + 1)]
+    rng = np.random.default_rng(0)
+    schema = None
+    writer = None
+    for g in range(8):
+        n = rows_per_group
+        cols: dict[str, Any] = {
+            "Metadata_Source": pa.array(["source_13"] * n),
+            "Metadata_Plate": pa.array([f"CP-CC9-R{g}-{i % 20:02d}" for i in range(n)]),
+            "Metadata_Well": pa.array(
+                [f"{'ABCDEFGHIJKLMNOP'[i % 16]}{i % 24 + 1:02d}" for i in range(n)]
+            ),
+            "Metadata_JCP2022": pa.array([f"JCP2022_{i % 9000:06d}" for i in range(n)]),
+        }
+        block = (rng.integers(0, 200, size=(features, n), dtype=np.int16) / 10).astype("float32")
+        for j, name in enumerate(names):
+            cols[name] = pa.array(block[j])
+        table = pa.table(cols)
+        if writer is None:
+            schema = table.schema
+            writer = pq.ParquetWriter(path, schema)
+        writer.write_table(table, row_group_size=n)
+    assert writer is not None
+    writer.close()
+    key = "large/cpg0016-jump/source_13/workspace/profiles_assembled/CRISPR/v1.0a/profiles_wellpos_cc_var_mad_outlier_featselect_sphering_harmony.parquet"
+    srv.put_many([(key, path.read_bytes())], threads=1)
+    size = path.stat().st_size
+    path.unlink()
+    say(f"  {size / 2**20:,.0f} MiB on disk")
+    return f"s3://{BUCKET}/{key}"
+
+
+def w_large(srv: SeaweedS3, url: str) -> dict[str, Any]:
+    say("8. large_file: sum of every numeric column on 2 workers x 2 GiB")
+    sides: dict[int, dict[str, Any]] = {}
+    ok = True
+    f: dict[str, Any] = {}
+    for lat in LATENCIES:
+        _at(lat)
+        res = {
+            m: step(srv, f"large_{m}", {"endpoint": SHAPER.endpoint, "url": url})
+            for m in ("ours", "dask")
+        }
+        say(f"  {lat} ms: " + ", ".join(
+            f"{k} {v['s']:.1f}s ok={v['ok']} parts={v['npartitions']} "
+            f"peak={v['worker_peak_rss'] / 2**20:.0f}MiB largest={v['largest_partition'] / 2**20:.0f}MiB"
+            for k, v in res.items()))  # fmt: skip
+        sides[lat] = res
+        o = res["ours"]
+        good = (
+            o["ok"] and o["npartitions"] >= 8 and o["worker_peak_rss"] <= 3 * o["largest_partition"]
+        )
+        ok &= good
+        f[f"{lat}ms"] = {
+            "ours_partitions": o["npartitions"],
+            "ours_worker_peak_over_largest_partition": o["worker_peak_rss"] / max(o["largest_partition"], 1),
+            "dask_ok": res["dask"]["ok"],
+            "met": good,
+        }  # fmt: skip
     return {
-        "workload": "selective_load",
-        "title": f"10 feature columns of {len(a['urls'])} full-width plates (footer cache)",
-        "bar": "never slower than raw dask cold; >=3x faster than raw dask warm",
-        "figures": f,
-        "ratio": f["warm_dask_over_ours"],
-        "ratio_bar": 3.0,
-        "met": met,
-    }
+        "workload": "large_file", "id": "large_file",
+        "title": "large_file: one assembled-shaped file (~2 GB in memory, 8 row groups)",
+        "bar": ">= 8 partitions; sum of every numeric column on 2 workers x 2 GiB; "
+               "peak worker memory <= 3x the largest partition",
+        "conditions": {"latency_ms": list(LATENCIES), "bandwidth": None, "workers": 2,
+                       "memory_limit": "2GiB"},
+        "sides": sides, "figures": f, "ratio": None, "ratio_bar": None, "met": ok,
+    }  # fmt: skip
 
 
 def w_graph(srv: SeaweedS3, trees: dict[str, Any], runs: int) -> dict[str, Any]:
@@ -469,15 +681,31 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="small trees, to try the runner")
     ap.add_argument("--keep", default=None, help="keep the server's data in this folder")
     ap.add_argument("--only", default=None, help="comma-separated workloads (default: all)")
     args = ap.parse_args(argv)
     cfg = (
-        {"n_wide": 40, "n_full": 10, "n_export": 60, "export_width": 300, "filler_wells": 2}
+        {
+            "n_wide": 40,
+            "n_full": 10,
+            "n_export": 60,
+            "export_width": 300,
+            "filler_wells": 2,
+            "large_rows_per_group": 8192,
+            "large_features": 500,
+        }
         if args.quick
-        else {"n_wide": 200, "n_full": 50, "n_export": 500, "export_width": 1000, "filler_wells": 8}
+        else {
+            "n_wide": 200,
+            "n_full": 50,
+            "n_export": 500,
+            "export_width": 1000,
+            "filler_wells": 8,
+            "large_rows_per_group": 131072,
+            "large_features": 500,
+        }
     )
     only = set(args.only.split(",")) if args.only else None
     info = machine()
@@ -487,8 +715,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if only is None or "parse" in only:
             results.append(w_parse(args.runs, 100_000 if args.quick else None))
-        with SeaweedS3(workdir / "s3", BUCKET) as srv:
+        global SHAPER
+        with SeaweedS3(workdir / "s3", BUCKET) as srv, Shaper(srv.endpoint) as shaper:
+            SHAPER = shaper
             say(f"SeaweedFS S3 on {srv.endpoint} (anonymous read), data in {workdir}")
+            say(f"shaping proxy on {shaper.endpoint}: every read goes through it")
             parts = None if only is None else set().union(*(NEEDS.get(w, set()) for w in only))
             trees = build_trees(srv, cfg, parts)
             tmp = workdir / "caches"
@@ -501,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
             feats = list(select_features(4762))
             full = {
                 "root": f"s3://{BUCKET}/wide",
-                "endpoint": srv.endpoint,
+                "endpoint": shaper.endpoint,
                 "plate_glob": glob,
                 "urls": [by_plate[p] for p in chosen],
                 "check_columns": feats[:: len(feats) // 50][:50],
@@ -509,45 +740,72 @@ def main(argv: list[str] | None = None) -> int:
             cols = feats[:: len(feats) // 10][:10]
             sel = {
                 "root": f"s3://{BUCKET}/wide",
-                "endpoint": srv.endpoint,
+                "endpoint": shaper.endpoint,
                 "plate_glob": "*",
                 "urls": trees["wide_urls"],
                 "columns": cols,
             }
+
+            def large() -> dict[str, Any]:
+                url = build_large(srv, tmp, cfg["large_rows_per_group"], cfg["large_features"])
+                return w_large(srv, url)
+
             plan = [
+                ("select", lambda: w_select(srv, sel, args.runs, tmp)),
+                ("full", lambda: w_full(srv, full, args.runs)),
+                ("large_file", large),
                 ("browse", lambda: w_browse(srv, trees, args.runs, tmp)),
-                ("full_load", lambda: w_full(srv, full, args.runs)),
-                ("selective_load", lambda: w_select(srv, sel, args.runs, tmp)),
                 ("graph", lambda: w_graph(srv, trees, args.runs)),
                 ("distributed", lambda: w_distributed(srv, full)),
                 ("memory", lambda: w_memory(srv, trees, tmp, cfg["export_width"])),
             ]
             for name, fn in plan:
                 if only is None or name in only:
-                    results.append(fn())
-                    say(f"  -> {'MET' if results[-1]['met'] else 'NOT MET'}")
+                    _at(0)
+                    got = fn()
+                    for r in got if isinstance(got, list) else [got]:
+                        r.setdefault("id", r["workload"])
+                        results.append(r)
+                        say(f"  {r['workload']} -> {'MET' if r['met'] else 'NOT MET'}")
+                    publish(results, info, cfg, args, partial=True)
     finally:
         if not args.keep:
             import shutil
 
             shutil.rmtree(workdir, ignore_errors=True)
-    from report import write_report
-
-    stamp = info["date"]
-    for r in results:
-        r.setdefault("measured", stamp)
-    if only is not None:  # keep the other workloads' last results, each with its own date
-        previous = json.loads((ROOT / "benchmarks" / "results.json").read_text())["workloads"]
-        fresh = {r["workload"] for r in results}
-        order = [r["workload"] for r in previous] + [
-            w for w in fresh if w not in {p["workload"] for p in previous}
-        ]
-        merged = {r["workload"]: r for r in previous if r["workload"] not in fresh}
-        merged.update({r["workload"]: r for r in results})
-        results = [merged[w] for w in order if w in merged]
-    write_report(results, info, cfg, args.runs, time.monotonic() - T0, quick=args.quick)
+    publish(results, info, cfg, args, partial=False)
     say("wrote benchmarks/results.json and docs/performance.md")
     return 0
+
+
+_PREVIOUS: list[dict[str, Any]] | None = None
+
+
+def publish(
+    results: list[dict[str, Any]], info: dict[str, Any], cfg: dict[str, Any], args: Any,
+    *, partial: bool,
+) -> None:  # fmt: skip
+    """Write the report; workloads not (yet) run keep their last results, with their dates.
+
+    Called after every workload too, so a run cut short still leaves what it measured.
+    """
+    from report import write_report
+
+    global _PREVIOUS
+    if _PREVIOUS is None:
+        _PREVIOUS = json.loads((ROOT / "benchmarks" / "results.json").read_text())["workloads"]
+    previous = _PREVIOUS
+    for r in results:
+        r.setdefault("measured", info["date"])
+    fresh = {r["workload"] for r in results}
+    names = [r["workload"] for r in results]
+    order = names + [p["workload"] for p in previous if p["workload"] not in fresh]
+    merged = {r["workload"]: r for r in previous if r["workload"] not in fresh}
+    merged.update({r["workload"]: r for r in results})
+    stale = {"full_load", "selective_load"}  # replaced by full, select_cold and select_warm
+    out = [merged[w] for w in order if w in merged and w not in stale]
+    elapsed = time.monotonic() - T0
+    write_report(out, info, cfg, args.runs, elapsed, quick=args.quick)
 
 
 if __name__ == "__main__":

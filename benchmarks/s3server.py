@@ -158,12 +158,17 @@ class SeaweedS3:
 
     # -- bulk writes through the filer (no request signing: fast) ----------------------------
     def put_many(self, items: Iterable[tuple[str, bytes]], threads: int = 16) -> int:
-        """Write ``(key, data)`` pairs into the bucket through the filer's HTTP API."""
+        """Write ``(key, data)`` pairs into the bucket through the filer's HTTP API.
+
+        ``data`` may be a function returning the bytes: it is then called in a worker thread.
+        """
         local = threading.local()
         port = self.ports["filer"]
 
         def put(item: tuple[str, bytes]) -> None:
             key, data = item
+            if callable(data):  # made in this worker thread (e.g. a parquet file to encode)
+                data = data()
             conn = getattr(local, "conn", None)
             if conn is None:
                 conn = local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)

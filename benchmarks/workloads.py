@@ -29,8 +29,30 @@ def _fs(a: dict[str, Any]) -> Any:
     return s3fs.S3FileSystem(skip_instance_cache=True, **_opts(a))
 
 
-def _checksum(df: pd.DataFrame, columns: list[str]) -> list[float]:
-    return [len(df), float(np.nansum(df[columns].to_numpy(dtype="float64")))]
+def _checksum(df: Any, columns: list[str]) -> list[float]:
+    """Rows and the sum of ``columns`` (9 significant digits: summation order differs)."""
+    total = float(np.nansum(np.asarray(df[columns].to_numpy(), dtype="float64")))
+    return [len(df), float(f"{total:.9g}")]
+
+
+def _native_fs(a: dict[str, Any]) -> Any:
+    import pyarrow.fs as pafs
+
+    return pafs.S3FileSystem(
+        anonymous=True,
+        endpoint_override=a["endpoint"].split("://", 1)[1],
+        scheme="http",
+        region="us-east-1",
+    )
+
+
+def _polars_options(a: dict[str, Any]) -> dict[str, str]:
+    return {
+        "aws_endpoint_url": a["endpoint"],
+        "aws_skip_signature": "true",
+        "aws_region": "us-east-1",
+        "aws_allow_http": "true",
+    }
 
 
 # -- 2. browse ------------------------------------------------------------------------------
@@ -92,6 +114,14 @@ def full_dask(a: dict[str, Any]) -> dict[str, Any]:
     return {"s": dt, "check": _checksum(df, a["check_columns"]), "shape": list(df.shape)}
 
 
+def full_pyarrow(a: dict[str, Any]) -> dict[str, Any]:
+    return select_pyarrow({**a, "columns": None})
+
+
+def full_polars(a: dict[str, Any]) -> dict[str, Any]:
+    return select_polars({**a, "columns": None})
+
+
 def full_pandas(a: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     opts = _opts(a)
@@ -102,11 +132,11 @@ def full_pandas(a: dict[str, Any]) -> dict[str, Any]:
 
 # -- 4. selective load ----------------------------------------------------------------------
 def select_ours(a: dict[str, Any]) -> dict[str, Any]:
+    from intake_cpg.parquet_engine import WarmCache
 
     t0 = time.perf_counter()
-    src = _wide_entry(
-        a, columns=a["columns"], footer_cache=a["footer_dir"], cache_dir=a["listing_dir"]
-    )
+    cache = WarmCache(a["footer_dir"], mode=a.get("warm_mode", "ranges"))
+    src = _wide_entry(a, columns=a["columns"], footer_cache=cache, cache_dir=a["listing_dir"])
     df = src.to_dask().compute()
     dt = time.perf_counter() - t0
     return {"s": dt, "check": _checksum(df, a["columns"]), "shape": list(df.shape)}
@@ -122,15 +152,112 @@ def select_dask(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def select_pyarrow(a: dict[str, Any]) -> dict[str, Any]:
+    """pyarrow.dataset on pyarrow's native (C++) S3 filesystem."""
     import pyarrow.dataset as ds
 
-    fs = _fs(a)
     t0 = time.perf_counter()
     paths = [u.removeprefix("s3://") for u in a["urls"]]
-    df = ds.dataset(paths, filesystem=fs, format="parquet").to_table(columns=a["columns"])
-    df = df.to_pandas()
+    cols = a.get("columns")
+    table = ds.dataset(paths, filesystem=_native_fs(a), format="parquet").to_table(columns=cols)
+    df = table.to_pandas()
     dt = time.perf_counter() - t0
-    return {"s": dt, "check": _checksum(df, a["columns"]), "shape": list(df.shape)}
+    check = a.get("columns") or a["check_columns"]
+    return {"s": dt, "check": _checksum(df, check), "shape": list(df.shape)}
+
+
+def select_polars(a: dict[str, Any]) -> dict[str, Any]:
+    """polars.scan_parquet with its own (Rust object-store) S3 client; no pandas frame."""
+    import polars as pl
+
+    t0 = time.perf_counter()
+    lf = pl.scan_parquet(a["urls"], storage_options=_polars_options(a))
+    if a.get("columns"):
+        lf = lf.select(a["columns"])
+    df = lf.collect()
+    dt = time.perf_counter() - t0
+    check = a.get("columns") or a["check_columns"]
+    return {"s": dt, "check": _checksum(df, check), "shape": list(df.shape)}
+
+
+def large_ours(a: dict[str, Any]) -> dict[str, Any]:
+    """Sum every numeric column of one large file on 2 workers x 2 GiB."""
+    import intake
+
+    def ddf() -> Any:
+        return intake.open_cpg_profiles(a["url"], storage_options=_opts(a)).to_dask()
+
+    return _large(a, ddf)
+
+
+def large_dask(a: dict[str, Any]) -> dict[str, Any]:
+    import dask.dataframe as dd
+
+    return _large(
+        a, lambda: dd.read_parquet(a["url"], split_row_groups=True, storage_options=_opts(a))
+    )
+
+
+def _large(a: dict[str, Any], make: Any) -> dict[str, Any]:
+    import logging
+    import threading
+
+    import dask
+    import psutil
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit="2GiB",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster),
+    ):
+        pids = psutil.Process().children(recursive=True)
+        peak = dict.fromkeys((p.pid for p in pids), 0)
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                for p in pids:
+                    try:
+                        peak[p.pid] = max(peak[p.pid], p.memory_info().rss)
+                    except psutil.Error:
+                        pass
+                time.sleep(0.05)
+
+        idle = {p.pid: p.memory_info().rss for p in pids}
+        th = threading.Thread(target=watch, daemon=True)
+        th.start()
+        t0 = time.perf_counter()
+        ok, err = True, ""
+        try:
+            df = make()
+            num = df.select_dtypes("number")
+            sums, sizes = dask.compute(
+                num.sum(), df.map_partitions(lambda d: int(d.memory_usage(deep=True).sum()))
+            )
+            check = float(f"{float(np.nansum(sums.to_numpy(dtype='float64'))):.9g}")
+            nparts, largest = df.npartitions, int(max(sizes))
+        except Exception as exc:
+            ok, err, check, nparts, largest = False, f"{type(exc).__name__}: {exc}"[:300], 0, 0, 0
+        dt = time.perf_counter() - t0
+        stop.set()
+        th.join()
+    worker_peak = max(peak.values()) if peak else 0
+    return {
+        "s": dt,
+        "ok": ok,
+        "error": err,
+        "check": [check],
+        "npartitions": nparts,
+        "largest_partition": largest,
+        "worker_peak_rss": worker_peak,
+        "worker_idle_rss": max(idle.values()) if idle else 0,
+    }
 
 
 # -- 5. graph construction ------------------------------------------------------------------
@@ -226,9 +353,14 @@ STEPS = {
         full_ours,
         full_dask,
         full_pandas,
+        full_pyarrow,
+        full_polars,
         select_ours,
         select_dask,
         select_pyarrow,
+        select_polars,
+        large_ours,
+        large_dask,
         graph,
         distributed,
         export,
@@ -242,11 +374,14 @@ def _preload() -> None:
     import dask.dataframe  # noqa: F401
     import distributed  # noqa: F401
     import intake  # noqa: F401
-    import pyarrow.dataset  # noqa: F401
+    import polars  # noqa: F401
+    import pyarrow.dataset
+    import pyarrow.fs  # noqa: F401
     import s3fs  # noqa: F401
 
     import intake_cpg.catalog
     import intake_cpg.gallery_source
+    import intake_cpg.parquet_engine
     import intake_cpg.sources  # noqa: F401
 
 

@@ -1,0 +1,352 @@
+"""Byte-range reads of S3 objects through s3fs's async interface, pinned to one ETag.
+
+This module knows HTTP ranges and S3 semantics, nothing about parquet. Every request goes
+through ``S3FileSystem._call_s3`` (so botocore's retries, the endpoint and anonymous access
+are exactly those of the rest of intake-cpg) and runs on fsspec's I/O loop, with at most
+:data:`MAX_IN_FLIGHT` requests in flight per process, whatever the number of dask threads.
+
+* :func:`read_tail` is one suffix-range GET (``Range: bytes=-N``): its answer gives the
+  object's size and ETag too, so a reader never needs a HEAD.
+* :func:`read_ranges` fetches byte ranges concurrently, neighbours closer than
+  :data:`MAX_GAP` merged into one request (:func:`coalesce`).
+* Every request carries ``If-Match: <ETag>`` (the listing's ETag when known, else the one the
+  first answer gave), so a replaced object ends the read with a
+  :class:`~intake_cpg.errors.StorageError` naming it: never a mix of two versions.
+* A body shorter than the range asked for (a connection closed mid-answer) is retried like a
+  transport fault, up to the filesystem's ``retries``; then it is a ``StorageError``.
+
+>>> coalesce([(0, 10), (12, 20), (1000, 1010)], gap=8)
+[(0, 20), (1000, 1010)]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import StorageError
+from .storage import is_transport_failure, transport_error
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MAX_GAP",
+    "MAX_IN_FLIGHT",
+    "Pinned",
+    "ShortReadError",
+    "coalesce",
+    "is_async_s3",
+    "read_ranges",
+    "read_tail",
+    "run",
+]
+
+#: Requests in flight per process (all files, all dask threads together).
+MAX_IN_FLIGHT = 64
+#: Byte ranges closer than this are fetched as one request (a gap costs less than a round trip).
+MAX_GAP = 256 * 2**10
+#: Requests larger than this are split into concurrent parts.
+MAX_PART = 16 * 2**20
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_SEMAPHORES: dict[int, asyncio.Semaphore] = {}
+
+
+class ShortReadError(OSError):
+    """An answer's body had fewer bytes than the range asked for (retried, then reported)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pinned:
+    """One object version: where it is, its size and the ETag every read must match."""
+
+    url: str
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    version_id: str | None = None
+
+
+def is_async_s3(fs: Any) -> bool:
+    """True for s3fs filesystems (the ones this module can read through)."""
+    return type(fs).__name__ == "S3FileSystem" and hasattr(fs, "_call_s3")
+
+
+def run(fs: Any, coro: Any) -> Any:
+    """Run ``coro`` on ``fs``'s event loop from synchronous code (a dask worker thread)."""
+    from fsspec.asyn import sync
+
+    return sync(fs.loop, lambda: coro)
+
+
+def coalesce(ranges: Sequence[tuple[int, int]], gap: int = MAX_GAP) -> list[tuple[int, int]]:
+    """Sorted, merged ``(start, end)`` ranges: ranges less than ``gap`` apart become one."""
+    out: list[list[int]] = []
+    for start, end in sorted(ranges):
+        if out and start - out[-1][1] <= gap:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return [(s, e) for s, e in out]
+
+
+def _semaphore() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    sem = _SEMAPHORES.get(id(loop))
+    if sem is None:
+        sem = _SEMAPHORES[id(loop)] = asyncio.Semaphore(MAX_IN_FLIGHT)
+    return sem
+
+
+def _quoted(etag: str) -> str:
+    return etag if etag.startswith('"') else f'"{etag}"'
+
+
+def _is_precondition(exc: BaseException) -> bool:
+    text = str(exc)
+    return (isinstance(exc, OSError) and exc.errno == errno.EINVAL and "pre-condition" in text) or (
+        "PreconditionFailed" in text or "412" in text.split(":", 1)[0]
+    )
+
+
+def _changed(url: str, etag: str, exc: BaseException | None = None) -> StorageError:
+    from s3fs.utils import FileExpired
+
+    expired = FileExpired(url, etag)
+    expired.__cause__ = exc  # the request's own error, when there was one
+    err = transport_error(url, expired)
+    err.__cause__ = expired  # readers tells a replaced object by this cause (pin_etags)
+    return err
+
+
+def _anonymous_endpoint(fs: Any) -> str | None:
+    """The base URL to GET objects from without signing, or ``None`` (signed: use botocore).
+
+    Anonymous reads (the public gallery) need no signature, so they skip botocore's request
+    machinery, which costs several ms of CPU per request: a plain HTTP client makes the same
+    GET for a fifth of that (measured in ``docs/performance.md``).
+    """
+    if not getattr(fs, "anon", False):
+        return None
+    ep = (getattr(fs, "client_kwargs", None) or {}).get("endpoint_url") or getattr(
+        fs, "endpoint_url", None
+    )
+    return ep.rstrip("/") if ep else "https://s3.amazonaws.com"
+
+
+_SESSIONS: dict[int, Any] = {}
+
+
+def _session() -> Any:
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    sess = _SESSIONS.get(id(loop))
+    if sess is None or sess.closed:
+        sess = _SESSIONS[id(loop)] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60),
+        )
+    return sess
+
+
+class _HTTPStatus(OSError):
+    """A non-success answer of the plain HTTP path (errno EIO for retryable statuses)."""
+
+
+async def _raw_get(
+    base: str, bucket: str, key: str, headers: dict[str, str], version_id: str | None
+) -> tuple[bytes, dict[str, Any]]:
+    from urllib.parse import quote
+
+    url = f"{base}/{bucket}/{quote(key, safe='/~')}"
+    params = {"versionId": version_id} if version_id else None
+    async with _session().get(url, headers=headers, params=params) as resp:
+        body = await resp.read()
+        if resp.status in (200, 206):
+            h = resp.headers
+            return body, {"ContentRange": h.get("Content-Range"), "ETag": h.get("ETag"),
+                          "ContentLength": h.get("Content-Length")}  # fmt: skip
+        text = body[:300].decode(errors="replace")
+        if resp.status == 412:
+            raise OSError(errno.EINVAL, f"PreconditionFailed (412): pre-conditions failed {text}")
+        if resp.status == 404:
+            raise FileNotFoundError(errno.ENOENT, f"{bucket}/{key} not found", f"{bucket}/{key}")
+        if resp.status == 403:
+            raise StorageError(
+                f"access to s3://{bucket}/{key} was denied (HTTP 403): {text}; the object is not "
+                "public: pass credentials in storage_options (then requests are signed)"
+            )
+        if resp.status in (429, 500, 502, 503, 504):
+            raise _HTTPStatus(errno.EIO, f"HTTP {resp.status} {resp.reason}: {text}")
+        raise StorageError(f"GET {bucket}/{key}: HTTP {resp.status} {resp.reason}: {text}")
+
+
+def _attempts(fs: Any) -> int:
+    """s3fs's retries times botocore's attempts: the retry budget the rest of intake-cpg has."""
+    retries = (getattr(fs, "config_kwargs", None) or {}).get("retries") or {}
+    return max(int(getattr(fs, "retries", 5)), 1) * max(int(retries.get("max_attempts", 5)), 1)
+
+
+async def _get(
+    fs: Any,
+    url: str,
+    bucket: str,
+    key: str,
+    rng: str,
+    etag: str | None,
+    expect: int | None,
+    version_id: str | None = None,
+) -> tuple[bytes, dict[str, Any]]:
+    """One ranged GET: the body (exactly ``expect`` bytes when given) and the answer's headers."""
+    base = _anonymous_endpoint(fs)
+    headers = {"Range": rng}
+    kw: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": rng}
+    if etag:
+        kw["IfMatch"] = headers["If-Match"] = _quoted(etag)
+    if version_id:
+        kw["VersionId"] = version_id
+    attempts = _attempts(fs) if base else max(int(getattr(fs, "retries", 5)), 1)
+    last: BaseException | None = None
+    for attempt in range(attempts):
+        try:
+            async with _semaphore():
+                if base is not None:
+                    body, resp = await _raw_get(base, bucket, key, headers, version_id)
+                else:
+                    resp = await fs._call_s3("get_object", **kw)
+                    try:
+                        body = await resp["Body"].read()
+                    finally:
+                        resp["Body"].close()
+            if expect is not None and len(body) != expect:
+                raise ShortReadError(
+                    errno.EIO, f"{url}: {rng} answered {len(body)} bytes of {expect}"
+                )
+            return body, resp
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # sorted below: changed, transient or fatal
+            if _is_precondition(exc):
+                raise _changed(url, etag or "?", exc) from exc
+            if not (isinstance(exc, ShortReadError) or is_transport_failure(exc)):
+                raise
+            last = exc
+            log.debug("retrying %s %s after %s: %s", url, rng, type(exc).__name__, exc)
+            await asyncio.sleep(min(0.05 * 1.7**attempt, 5))
+    assert last is not None
+    raise transport_error(url, last) from last
+
+
+async def head(
+    fs: Any, url: str, version_id: str | None = None, *, if_match: str | None = None
+) -> tuple[str, int]:
+    """``(ETag, size)`` of ``url``, for a URL no listing described (a warm-cache lookup
+    needs the version before any byte is read). With ``if_match``, a replaced object raises
+    the :class:`~intake_cpg.errors.StorageError` of a changed object."""
+    bucket, key = _split_url(fs, url)
+    base = _anonymous_endpoint(fs)
+    if base is not None:  # a 1-byte ranged GET answers size and ETag like a HEAD, unsigned
+        try:
+            _, resp = await _get(fs, url, bucket, key, "bytes=0-0", if_match, None, version_id)
+        except StorageError as exc:  # e.g. 416 for an empty object: ask with a HEAD below
+            if "changed while it was being read" in str(exc):
+                raise
+            resp = {}
+        m = _CONTENT_RANGE.match(str(resp.get("ContentRange") or ""))
+        if m and m.group(3) != "*":
+            return str(resp.get("ETag") or "").strip('"'), int(m.group(3))
+    kw: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        kw["VersionId"] = version_id
+    if if_match:
+        kw["IfMatch"] = _quoted(if_match)
+    try:
+        async with _semaphore():
+            info = await fs._call_s3("head_object", **kw)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        if _is_precondition(exc):
+            raise _changed(url, if_match or "?", exc) from exc
+        if is_transport_failure(exc):
+            raise transport_error(url, exc) from exc
+        raise
+    return str(info.get("ETag") or "").strip('"'), int(info["ContentLength"])
+
+
+def _split_url(fs: Any, url: str) -> tuple[str, str]:
+    bucket, key, _ = fs.split_path(url)
+    return bucket, key
+
+
+async def read_tail(
+    fs: Any,
+    url: str,
+    n: int,
+    *,
+    size: int | None = None,
+    etag: str | None = None,
+    version_id: str | None = None,
+) -> tuple[bytes, Pinned]:
+    """The last ``n`` bytes of ``url`` (all of it when smaller) and the version they belong to.
+
+    One suffix-range GET, ``If-Match`` when ``etag`` is known; the answer's ``Content-Range``
+    and ``ETag`` give the size and ETag, so no HEAD is made.
+    """
+    bucket, key = _split_url(fs, url)
+    expect = None if size is None else min(n, size)
+    body, resp = await _get(fs, url, bucket, key, f"bytes=-{n}", etag, expect, version_id)
+    m = _CONTENT_RANGE.match(str(resp.get("ContentRange") or ""))
+    total = int(m.group(3)) if m and m.group(3) != "*" else None
+    if total is None:  # a server that ignores ranges answers the whole object
+        total = int(resp.get("ContentLength") or len(body))
+        body = body[-n:] if len(body) == total else body
+    if size is not None and total != size:
+        raise _changed(url, etag or "?")
+    got = (resp.get("ETag") or "").strip('"')
+    if etag and got and got != etag.strip('"'):
+        raise _changed(url, etag)
+    if len(body) != min(n, total):
+        raise transport_error(url, ShortReadError(errno.EIO, f"tail of {len(body)} bytes"))
+    return body, Pinned(url, bucket, key, total, got or (etag or ""), version_id)
+
+
+async def read_ranges(
+    fs: Any, obj: Pinned, ranges: Sequence[tuple[int, int]], gap: int = MAX_GAP
+) -> dict[tuple[int, int], bytes]:
+    """The bytes of every ``(start, end)`` range of ``obj``, fetched concurrently.
+
+    Ranges closer than ``gap`` are one request; requests over :data:`MAX_PART` are split.
+    The result maps each merged request range to its bytes.
+    """
+    merged = coalesce(ranges, gap)
+    parts: list[tuple[int, int]] = []
+    for s, e in merged:
+        parts.extend((p, min(p + MAX_PART, e)) for p in range(s, e, MAX_PART))
+    for s, e in parts:
+        if s < 0 or e > obj.size or s >= e:
+            raise StorageError(
+                f"{obj.url}: byte range {s}-{e} is outside the object ({obj.size} bytes); "
+                "its footer does not match its size: the file may be truncated"
+            )
+
+    async def one(s: int, e: int) -> bytes:
+        body, _ = await _get(
+            fs, obj.url, obj.bucket, obj.key, f"bytes={s}-{e - 1}", obj.etag, e - s, obj.version_id
+        )
+        return body
+
+    blobs = await asyncio.gather(*(one(s, e) for s, e in parts))
+    got = dict(zip(parts, blobs, strict=True))
+    out = {}
+    for s, e in merged:
+        pieces = [got[(p, min(p + MAX_PART, e))] for p in range(s, e, MAX_PART)]
+        out[(s, e)] = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    return out

@@ -1,0 +1,789 @@
+"""Reading parquet files from S3 at the speed of the network: few round trips, many in flight.
+
+Per file, cold (size and ETag known from the listing, so no HEAD):
+
+1. one suffix-range GET of the last ``N`` bytes (``N`` learnt from the first file's footer,
+   grown when a footer is longer; :func:`intake_cpg.fetch.read_tail`);
+2. the chosen columns' chunks found in the footer bytes without decoding the footer
+   (:func:`intake_cpg.thrift.find_columns`), then fetched in one concurrent batch of ranges;
+3. decoded by pyarrow from a compact in-memory file: those chunks and a slim footer of only
+   those columns (:func:`intake_cpg.thrift.slim_footer`).
+
+A file whose footer the scan cannot read with certainty (nested columns, unusual writers) is
+decoded with pyarrow's own footer reader instead, as is every read of all columns (then the
+whole object is one GET: the footer comes with it). Every request is pinned to one ETag.
+
+:class:`WarmCache` keeps, per (URL, ETag, size, column set), what step 2 learnt: the chunk
+ranges and the slim footer (``mode="ranges"``: a warm read is one round trip of chunk ranges,
+no footer bytes, no footer decode), or the compact file itself (``mode="chunks"``: no request
+at all; ``mode="both"`` writes both and reads the compact file first). Entries are tiny (a
+few KB per file), on disk, written atomically and loaded lazily.
+
+Many files are read concurrently from one call (:func:`read_parquet`): a dask task that reads
+a batch of small files keeps up to :data:`intake_cpg.fetch.MAX_IN_FLIGHT` requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import hashlib
+import io
+import json
+import logging
+import os
+import struct
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import fetch, thrift
+from .errors import DataReadError, ParameterError, StorageError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FileRead",
+    "WarmCache",
+    "read_parquet",
+    "resolve_warm_cache",
+    "tail_hint",
+]
+
+#: Suffix bytes read from the first file, before any footer length is known.
+FIRST_TAIL = 64 * 2**10
+#: Files up to this size are read whole in one GET when their size is known.
+WHOLE_FILE = 1 * 2**20
+#: Whole-file reads up to this size are decoded from one contiguous buffer.
+WHOLE_READ_LIMIT = 512 * 2**20
+#: Column selections larger than this use pyarrow's footer reader (the scan is per column).
+MAX_SCAN_COLUMNS = 64
+_MAGIC = b"PAR1"
+#: Decode whole flat files with polars (``False``: always pyarrow; the benchmark compares both).
+POLARS = os.environ.get("INTAKE_CPG_DECODER", "polars") != "pyarrow"
+_TAIL = {"n": FIRST_TAIL}
+_TAIL_LOCK = threading.Lock()
+
+
+def tail_hint(footer_length: int | None = None) -> int:
+    """The suffix length read per file; learn from ``footer_length`` (bytes) when given."""
+    if footer_length is not None:
+        want = footer_length + 8 + max(4096, footer_length // 32)
+        with _TAIL_LOCK:
+            if want > _TAIL["n"]:
+                _TAIL["n"] = want
+    return _TAIL["n"]
+
+
+@dataclass(slots=True)
+class FileRead:
+    """What one file gave: the table of its chosen columns and the column names it has.
+
+    ``table`` is a :class:`pyarrow.Table`, or a pandas frame for whole flat files (decoded by
+    polars, whose pandas conversion is faster than pyarrow's decode on 4,765 columns).
+
+    ``names`` is every column of the file when ``all_names``; after a scan-only read it is
+    the chosen columns the file has (a scan cannot list the others).
+    """
+
+    url: str
+    table: Any  # a pyarrow Table, or a pandas DataFrame (whole flat files, decoded by polars)
+    names: tuple[str, ...]
+    all_names: bool
+    requests: int = 0
+
+    def take(self) -> Any:
+        """The table, dropping this object's reference (so converting it can free it)."""
+        table, self.table = self.table, None
+        return table
+
+
+# --------------------------------------------------------------------------------------------
+# the warm cache
+# --------------------------------------------------------------------------------------------
+class WarmCache:
+    """Chunk ranges and slim footers (or compact files) per (URL, ETag, size, columns).
+
+    ``directory`` holds one small file per entry and one per distinct column schema (files
+    with the same columns share it). ``max_bytes`` bounds the folder (oldest entries are
+    removed first), ``memory_bytes`` the entries kept in memory. Entries are checked (magic,
+    SHA-256 and their own key) when read; a bad one is ignored, deleted and rebuilt.
+
+    >>> import tempfile
+    >>> c = WarmCache(tempfile.mkdtemp())
+    >>> c.put(("s3://b/k", "e1", 10, ("x",)), {"ranges": [[4, 8]]}, b"rest", b"schema")
+    >>> c.get(("s3://b/k", "e1", 10, ("x",)))[0]["ranges"]
+    [[4, 8]]
+    >>> c.get(("s3://b/k", "e2", 10, ("x",))) is None  # another ETag never sees the entry
+    True
+    """
+
+    MODES = ("ranges", "chunks", "both")
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        mode: str = "ranges",
+        max_bytes: int = 1 * 2**30,
+        memory_bytes: int = 64 * 2**20,
+    ) -> None:
+        if mode not in self.MODES:
+            raise ParameterError(f"warm cache mode={mode!r}; expected one of {self.MODES}")
+        self.directory = os.fspath(directory)
+        self.mode = mode
+        self.max_bytes = max_bytes
+        self.memory_bytes = memory_bytes
+        self._mem: collections.OrderedDict[str, tuple[dict[str, Any], bytes, bytes]] = (
+            collections.OrderedDict()
+        )
+        self._used = 0
+        self._lock = threading.Lock()
+        self._writes = 0
+
+    def __repr__(self) -> str:
+        return f"WarmCache({self.directory!r}, mode={self.mode!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"directory": self.directory, "mode": self.mode, "max_bytes": self.max_bytes,
+                "memory_bytes": self.memory_bytes}  # fmt: skip
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state.pop("directory"), **state)  # type: ignore[misc]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WarmCache) and self.__getstate__() == other.__getstate__()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.__getstate__().items()))
+
+    def __dask_tokenize__(self) -> Any:
+        return (type(self).__name__, self.directory, self.mode)
+
+    @staticmethod
+    def _name(key: tuple[Any, ...]) -> str:
+        digest = hashlib.sha256(json.dumps(list(key)).encode()).hexdigest()
+        return "v-" + digest if key[0] == "version" else digest  # a URL's last version: apart
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.directory, name[:2], name + ".cpgw")
+
+    def _write(self, path: str, payload: bytes) -> None:
+        from .diskcache import atomic_write
+
+        try:  # whole or not at all (temp file + rename, the project's one writer)
+            atomic_write(path, b"CPGW1" + hashlib.sha256(payload).digest() + payload)
+        except OSError as exc:  # a cache that cannot be written is only slower
+            log.warning("warm cache: cannot write %s: %s", path, exc)
+
+    def _read(self, path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            return None
+        payload = raw[37:]
+        if raw[:5] != b"CPGW1" or hashlib.sha256(payload).digest() != raw[5:37]:
+            log.warning("warm cache: ignoring corrupt entry %s", path)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return None
+        return payload
+
+    def get(self, key: tuple[Any, ...]) -> tuple[dict[str, Any], bytes, bytes] | None:
+        """``(header, body, schema part)`` of ``key``, or ``None``."""
+        name = self._name(key)
+        with self._lock:
+            hit = self._mem.get(name)
+            if hit is not None:
+                self._mem.move_to_end(name)
+                return hit
+        payload = self._read(self._file(name))
+        if payload is None:
+            return None
+        try:
+            (hlen,) = struct.unpack("<I", payload[:4])
+            header = json.loads(payload[4 : 4 + hlen])
+            body = payload[4 + hlen :]
+            if header.get("key") != json.loads(json.dumps(list(key))):
+                raise ValueError("entry of another key")
+            schema = self._read(self._file("s-" + header["schema"]))
+            if schema is None or hashlib.sha256(schema).hexdigest() != header["schema"]:
+                raise ValueError("schema part missing")
+        except (ValueError, KeyError, struct.error) as exc:
+            log.warning("warm cache: ignoring entry %s: %s", name, exc)
+            return None
+        self._remember(name, (header, body, schema))
+        return header, body, schema
+
+    def _remember(self, name: str, item: tuple[dict[str, Any], bytes, bytes]) -> None:
+        size = len(item[1]) + 256 * len(item[0].get("ranges", ())) + 512
+        with self._lock:
+            self._mem[name] = item
+            self._used += size
+            while self._used > self.memory_bytes and len(self._mem) > 1:
+                _, old = self._mem.popitem(last=False)
+                self._used -= len(old[1]) + 256 * len(old[0].get("ranges", ())) + 512
+
+    def put(self, key: tuple[Any, ...], header: dict[str, Any], body: bytes, schema: bytes) -> None:
+        """Store ``header`` (JSON-able) and ``body`` under ``key``; ``schema`` once per content."""
+        name = self._name(key)
+        sid = hashlib.sha256(schema).hexdigest()
+        spath = self._file("s-" + sid)
+        if not os.path.exists(spath):
+            self._write(spath, schema)
+        header = {**header, "key": list(key), "schema": sid}
+        head = json.dumps(header).encode()
+        self._write(self._file(name), struct.pack("<I", len(head)) + head + body)
+        self._remember(name, (json.loads(head), body, schema))
+        self._writes += 1
+        if self._writes % 512 == 0:
+            self.prune()
+
+    def prune(self) -> None:
+        """Delete the oldest entries until the folder holds at most ``max_bytes``."""
+        files = []
+        for root, _, names in os.walk(self.directory):
+            for n in names:
+                p = os.path.join(root, n)
+                try:
+                    st = os.stat(p)
+                except OSError:
+                    continue
+                files.append((st.st_mtime, st.st_size, p))
+        total = sum(f[1] for f in files)
+        for _, size, p in sorted(files):
+            if total <= self.max_bytes:
+                break
+            try:
+                os.unlink(p)
+                total -= size
+            except OSError:
+                pass
+
+
+def resolve_warm_cache(value: Any) -> WarmCache | None:
+    """``None``/``False``: no cache; ``True``: the user cache folder; a path; a WarmCache."""
+    if value is None or value is False:
+        return None
+    if isinstance(value, WarmCache):
+        return value
+    if value is True:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return WarmCache(os.path.join(base, "intake-cpg", "warm"))
+    if isinstance(value, str | os.PathLike):
+        return WarmCache(value)
+    raise ParameterError(
+        f"cache={value!r} is not a folder, True, False or a WarmCache; pass a folder path"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# decoding
+# --------------------------------------------------------------------------------------------
+class _KnownParts(io.RawIOBase):
+    """A read-only file of ``size`` bytes of which only the fetched ranges are known."""
+
+    def __init__(self, size: int, parts: dict[tuple[int, int], bytes], url: str) -> None:
+        self._size, self.url, self.pos = size, url, 0
+        self.starts = sorted(parts)
+        self.parts = parts
+        self._keys = [s for s, _ in self.starts]
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = {0: 0, 1: self.pos, 2: self._size}[whence] + offset
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        end = self._size if n is None or n < 0 else min(self.pos + n, self._size)
+        i = bisect.bisect_right(self._keys, self.pos) - 1
+        if i >= 0:
+            s, e = self.starts[i]
+            if self.pos >= s and end <= e:
+                out = self.parts[(s, e)][self.pos - s : end - s]
+                self.pos = end
+                return out
+        raise DataReadError(
+            f"{self.url}: bytes {self.pos}-{end} were not fetched (the footer points outside "
+            "the column chunks it lists); the file may be corrupt"
+        )
+
+
+def _compact(found_or_ranges: Sequence[tuple[int, int]], got: dict[tuple[int, int], bytes],
+             footer: bytes) -> bytes:  # fmt: skip
+    """``PAR1 + the chunks in order + footer + length + PAR1``."""
+    pieces = [_MAGIC]
+    for s, e in found_or_ranges:
+        for (gs, ge), blob in got.items():
+            if gs <= s and e <= ge:
+                pieces.append(blob[s - gs : e - gs])
+                break
+        else:  # pragma: no cover - read_ranges returns every range asked for
+            raise AssertionError(f"range {s}-{e} not fetched")
+    pieces += [footer, struct.pack("<I", len(footer)), _MAGIC]
+    return b"".join(pieces)
+
+
+def _decode_compact(url: str, data: bytes) -> pa.Table:
+    try:
+        return pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataReadError(
+            f"cannot decode the chosen columns of {url}: {type(exc).__name__}: {exc}; the file "
+            "may be corrupt (or written in a way the fast path misreads: please report it)"
+        ) from exc
+
+
+def _footer_length(url: str, tail: bytes) -> int:
+    if len(tail) < 12 or tail[-4:] != _MAGIC:
+        raise DataReadError(
+            f"{url} is not a parquet file (it does not end with 'PAR1'); it may be truncated or "
+            "in another format: check its size, or pass format="
+        )
+    return struct.unpack("<I", tail[-8:-4])[0]
+
+
+def _metadata(url: str, footer_and_len: bytes) -> pq.FileMetaData:
+    try:
+        return pq.read_metadata(pa.BufferReader(_MAGIC + footer_and_len))
+    except (pa.ArrowException, OSError) as exc:
+        raise DataReadError(f"cannot read the parquet footer of {url}: {exc}") from exc
+
+
+def _leaf_ranges(md: pq.FileMetaData, names: Sequence[str], row_groups: Sequence[int]) -> list:
+    wanted = set(names)
+    leaves = [
+        i for i in range(md.num_columns) if md.schema.column(i).path.split(".", 1)[0] in wanted
+    ]
+    out = []
+    for rg in row_groups:
+        group = md.row_group(rg)
+        for i in leaves:
+            col = group.column(i)
+            start = col.data_page_offset
+            if col.has_dictionary_page and col.dictionary_page_offset:
+                start = min(start, col.dictionary_page_offset)
+            out.append((start, start + col.total_compressed_size))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Job:
+    url: str
+    size: int | None
+    etag: str | None
+    version_id: str | None
+    columns: tuple[str, ...] | None
+    row_groups: tuple[int, ...] | None
+    requests: int = 0
+    footers: Any = None  # a footer_cache.FooterCache: full footers decoded anyway go there
+
+
+def _keep_footer(job: _Job, md: pq.FileMetaData) -> None:
+    if job.footers is not None and job.etag and job.size is not None:
+        job.footers.put(job.url, job.etag, job.size, md)
+
+
+async def _read_one(fs: Any, job: _Job, cache: WarmCache | None) -> Any:
+    """Fetch what ``job`` needs; return a closure that decodes it (run off the event loop)."""
+    cols = job.columns
+    key = None
+    if cache is not None and cols is not None and not (job.etag and job.size is not None):
+        # a bare URL (no listing gave its version): look up the version last cached for it,
+        # and check it is still current with one conditional 1-byte GET; none: read cold
+        seen = cache.get(("version", job.url, cols))
+        if seen is not None:
+            try:
+                job.etag, job.size = await fetch.head(
+                    fs, job.url, job.version_id, if_match=seen[0]["etag"]
+                )
+                job.requests += 1
+            except StorageError:  # replaced since: a cold read of the new version
+                job.etag = job.size = None
+    if cache is not None and cols is not None and job.etag and job.size is not None:
+        key = (job.url, job.etag.strip('"'), job.size, cols)
+        hit = None
+        for kind in ("chunks", "ranges") if cache.mode == "both" else (cache.mode,):
+            hit = hit or cache.get((*key, kind))
+        if hit is not None:
+            header, body, schema = hit
+            if header.get("mode") == "chunks":
+                return lambda: _finish(job, _decode_compact(job.url, body), header["names"], False)
+            obj = fetch.Pinned(job.url, *fs.split_path(job.url)[:2], job.size, job.etag,
+                               job.version_id)  # fmt: skip
+            ranges = [tuple(r) for r in header["ranges"]]
+            got = await fetch.read_ranges(fs, obj, ranges)
+            job.requests += len(got)
+            data = _compact(ranges, got, schema + body)
+            return lambda: _finish(job, _decode_compact(job.url, data), header["names"], False)
+
+    whole = cols is None and job.row_groups is None
+    if job.size is not None and (whole or job.size <= WHOLE_FILE):  # one GET, footer included
+        tail, obj = await fetch.read_tail(fs, job.url, job.size, size=job.size, etag=job.etag,
+                                          version_id=job.version_id)  # fmt: skip
+        job.requests += 1
+        if whole:
+            return lambda: _finish_whole(job, tail)
+    else:
+        n = tail_hint()
+        tail, obj = await fetch.read_tail(fs, job.url, n, size=job.size, etag=job.etag,
+                                          version_id=job.version_id)  # fmt: skip
+        job.requests += 1
+    flen = _footer_length(job.url, tail)
+    tail_hint(flen)
+    if flen + 8 > obj.size - 4:
+        raise DataReadError(f"{job.url}: footer length {flen} exceeds the file ({obj.size} B)")
+    if flen + 8 > len(tail):  # the footer is longer than the suffix read: fetch the rest
+        start = obj.size - flen - 8
+        got = await fetch.read_ranges(fs, obj, [(start, obj.size - len(tail))], gap=0)
+        job.requests += 1
+        tail = got[(start, obj.size - len(tail))] + tail
+    footer = tail[len(tail) - flen - 8 : len(tail) - 8]
+    if whole and obj.size <= WHOLE_READ_LIMIT:  # the rest of the file in one more batch
+        if obj.size > len(tail):
+            rest = (0, obj.size - len(tail))
+            got = await fetch.read_ranges(fs, obj, [rest], gap=0)
+            job.requests += 1
+            tail = got[rest] + tail
+        return lambda: _finish_whole(job, tail)
+
+    if key is None and cache is not None and cols is not None and obj.etag:
+        key = (job.url, obj.etag, obj.size, cols)  # the version the first answer gave
+    found = None
+    if cols is not None and len(cols) <= MAX_SCAN_COLUMNS and job.row_groups is None:
+        found = thrift.find_columns(footer, cols)
+        if found is not None and len(found.columns) != len(cols):
+            found = None  # some column not found: only a full decode can tell "absent"
+    if found is not None:
+        ranges = found.ranges
+        got = await fetch.read_ranges(fs, obj, ranges)
+        job.requests += len(got)
+        schema, rest = thrift.slim_footer(found)
+        data = _compact(ranges, got, schema + rest)
+        names = [c.name for c in found.columns]
+        if key is not None and cache is not None:
+            cache.put(("version", job.url, cols), {"etag": obj.etag, "size": obj.size}, b"", b"")
+            if cache.mode in ("chunks", "both"):
+                cache.put((*key, "chunks"), {"mode": "chunks", "names": names}, data, schema)
+            if cache.mode in ("ranges", "both"):
+                header = {"mode": "ranges", "names": names, "ranges": ranges}
+                cache.put((*key, "ranges"), header, rest, schema)
+        return lambda: _finish(job, _decode_compact(job.url, data), names, False)
+
+    md = await asyncio.to_thread(_metadata, job.url, tail[len(tail) - flen - 8 :])
+    _keep_footer(job, md)
+    names = md.schema.to_arrow_schema().names
+    present = list(names) if cols is None else [c for c in cols if c in set(names)]
+    rgs = list(range(md.num_row_groups)) if job.row_groups is None else list(job.row_groups)
+    ranges = _leaf_ranges(md, present, rgs)
+    got = await fetch.read_ranges(fs, obj, ranges) if ranges else {}
+    job.requests += len(got)
+
+    def decode() -> FileRead:
+        view = _KnownParts(obj.size, got, job.url)
+        pf = pq.ParquetFile(view, metadata=md, pre_buffer=False)
+        try:
+            table = pf.read_row_groups(rgs, columns=present, use_threads=False)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise DataReadError(f"cannot decode {job.url}: {type(exc).__name__}: {exc}") from exc
+        return _finish(job, table, names, True)
+
+    return decode
+
+
+def _finish(job: _Job, table: pa.Table, names: Sequence[str], complete: bool) -> FileRead:
+    return FileRead(job.url, table, tuple(names), complete, job.requests)
+
+
+def _finish_whole(job: _Job, data: bytes) -> FileRead:
+    """Decode a whole file: polars for flat tables (several times faster on wide files),
+    pyarrow for the rest (lists, dictionaries, timestamps, nested types)."""
+    try:
+        frame = _polars_frame(data) if POLARS else None
+        if frame is not None:
+            if job.footers is not None:
+                _keep_footer(job, _metadata(job.url, data[-8 - _footer_length(job.url, data) :]))
+            names = tuple(frame.columns.tolist())
+            return FileRead(job.url, frame, names, True, job.requests)
+        pf = pq.ParquetFile(pa.BufferReader(data))
+        table = pf.read(use_threads=False)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataReadError(
+            f"cannot read {job.url} as parquet: {type(exc).__name__}: {exc}. The file may be "
+            "truncated, empty or in another format"
+        ) from exc
+    _keep_footer(job, pf.metadata)
+    return FileRead(job.url, table, tuple(table.schema.names), True, job.requests)
+
+
+def _polars_frame(data: bytes) -> Any:
+    """A flat file (numbers, strings, booleans) as pandas, decoded by polars; else ``None``.
+
+    The numeric columns of each dtype become one 2-D block (``to_numpy``), so a
+    4,765-column plate costs a few array copies, not 4,765 column conversions; strings
+    become ``string[pyarrow]`` (the loader's string dtype) straight from Arrow.
+    """
+    try:
+        import polars as pl
+    except ImportError:  # pragma: no cover - polars is a dependency; keep working without
+        return None
+    from .readers import STRING_DTYPE
+
+    df = pl.read_parquet(io.BytesIO(data))
+    names = df.columns
+    numeric: dict[Any, list[str]] = {}
+    others: list[tuple[str, bool]] = []
+    for name, dt in zip(names, df.dtypes, strict=True):
+        if dt.is_numeric():
+            numeric.setdefault(dt, []).append(name)
+        elif dt == pl.String or dt == pl.Boolean:
+            others.append((name, dt == pl.String))
+        else:
+            return None  # lists, dates, categoricals...: pyarrow decodes those
+    frames: list[pd.DataFrame] = []
+    for dt, cols in numeric.items():  # one 2-D block per numeric dtype, in file order
+        block = df.select(pl.col(dt)).to_numpy()
+        frames.append(pd.DataFrame(block, columns=pd.Index(cols, dtype=object)))
+    for name, is_str in others:
+        col = df.get_column(name)
+        if is_str:
+            arr = pa.array(col.to_arrow()).cast(pa.string())
+            frames.append(pd.DataFrame({name: pd.array(arr, dtype=STRING_DTYPE)}))
+        else:
+            frames.append(pd.DataFrame({name: col.to_pandas()}))
+    if not frames:
+        return pd.DataFrame(index=pd.RangeIndex(df.height))
+    out = frames[0] if len(frames) == 1 else pd.concat(frames, axis=1)
+    return out if out.columns.tolist() == names else out[names]
+
+
+def _job(ref: Any, columns: Sequence[str] | None, row_groups: Sequence[int] | None) -> _Job:
+    if isinstance(ref, str):
+        url, size, etag, vid = ref, None, None, None
+    else:
+        url, size, etag, vid = ref.url, ref.size, ref.etag, getattr(ref, "version_id", None)
+    return _Job(
+        url,
+        size,
+        etag.strip('"') if etag else None,
+        vid,
+        None if columns is None else tuple(dict.fromkeys(columns)),
+        None if row_groups is None else tuple(row_groups),
+    )
+
+
+def read_parquet(
+    fs: Any,
+    refs: Sequence[Any],
+    columns: Sequence[str] | None = None,
+    *,
+    cache: WarmCache | None = None,
+    row_groups: Sequence[Sequence[int] | None] | None = None,
+    footer_cache: Any = None,
+) -> list[FileRead]:
+    """Read ``columns`` (all when ``None``) of every parquet file in ``refs``, concurrently.
+
+    ``fs`` is an s3fs filesystem (see :func:`intake_cpg.fetch.is_async_s3`); ``refs`` are
+    :class:`~intake_cpg.refs.FileRef` (size and ETag known: no HEAD, reads pinned to that
+    ETag) or URLs (pinned to the ETag of the first answer). ``row_groups[i]`` restricts file
+    ``i`` to those row groups. Results come in the order of ``refs``. Full footers the read
+    decodes anyway (whole-file reads, the fallback path) are kept in ``footer_cache``.
+    """
+    rgs = list(row_groups) if row_groups is not None else [None] * len(refs)
+    jobs = [_job(r, columns, g) for r, g in zip(refs, rgs, strict=True)]
+    for j in jobs:
+        j.footers = footer_cache
+
+    async def all_files() -> list[Any]:
+        if len(jobs) > 1 and columns is not None and _TAIL["n"] == FIRST_TAIL:  # learn N first
+            first = await _read_one(fs, jobs[0], cache)
+            return [first, *await asyncio.gather(*(_read_one(fs, j, cache) for j in jobs[1:]))]
+        return await asyncio.gather(*(_read_one(fs, j, cache) for j in jobs))
+
+    decoders = fetch.run(fs, all_files())
+    return [d() for d in decoders]
+
+
+# --------------------------------------------------------------------------------------------
+# partitions: pieces of files, and the loader's entry point
+# --------------------------------------------------------------------------------------------
+#: Target in-memory bytes of one partition (dask's ``split_row_groups`` idea, in bytes).
+PARTITION_BYTES = 128 * 2**20
+#: Files batched into one partition at most (they are read concurrently).
+MAX_FILES_PER_PARTITION = 64
+#: Partitions a load aims for at least, so every worker thread has work.
+MIN_PARTITIONS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Some row groups of one file: a partition's share of a large file."""
+
+    ref: Any
+    row_groups: tuple[int, ...]
+
+    @property
+    def url(self) -> str:
+        return url_of(self.ref)
+
+
+def ref_of(item: Any) -> Any:
+    """The URL string or FileRef of an item of a partition (a :class:`Piece`'s file)."""
+    return item.ref if isinstance(item, Piece) else item
+
+
+def url_of(item: Any) -> str:
+    """The URL of a URL string, a FileRef or a :class:`Piece`."""
+    if isinstance(item, Piece):
+        return url_of(item.ref)
+    return item if isinstance(item, str) else item.url
+
+
+def engine_fs(url: str, storage_options: Any) -> Any:
+    """The s3fs filesystem to read ``url`` through the engine, or ``None`` (not S3)."""
+    from .storage import filesystem
+
+    fs, _ = filesystem(url, storage_options)
+    return fs if fetch.is_async_s3(fs) else None
+
+
+_WARM: dict[Any, WarmCache] = {}
+
+
+def warm_for(footer_cache: Any) -> WarmCache | None:
+    """The process's warm cache for a ``footer_cache=`` value (its folder's ``warm/``)."""
+    if footer_cache is None:
+        return None
+    directory = getattr(footer_cache, "directory", footer_cache)
+    if isinstance(footer_cache, WarmCache):
+        return footer_cache
+    key = os.fspath(directory) if directory else None
+    if key not in _WARM:
+        _WARM[key] = WarmCache(os.path.join(key, "warm") if key else tempfile.mkdtemp(
+            prefix="intake-cpg-warm-"))  # fmt: skip
+    return _WARM[key]
+
+
+def prefetch(items: Sequence[Any], plan: Any, columns: Sequence[str] | None) -> list[Any]:
+    """The engine's reads of the parquet-on-S3 ``items`` of a partition (``None`` elsewhere)."""
+    from .readers import detect_format
+
+    out: list[Any] = [None] * len(items)
+    idx = [
+        i for i, it in enumerate(items) if detect_format(url_of(it), plan.format).kind == "parquet"
+    ]
+    if not idx:
+        return out
+    fs = engine_fs(url_of(items[idx[0]]), plan.storage_options)
+    if fs is None:
+        return out
+    refs = [items[i].ref if isinstance(items[i], Piece) else items[i] for i in idx]
+    rgs = [items[i].row_groups if isinstance(items[i], Piece) else None for i in idx]
+    cache = getattr(plan, "warm_cache", None) or warm_for(plan.footer_cache)
+    if getattr(plan, "pin_etags", False):  # verified: every read asks storage (If-Match)
+        cache = None
+    reads = read_parquet(
+        fs, refs, columns, cache=cache, row_groups=rgs, footer_cache=plan.footer_cache
+    )
+    for i, r in zip(idx, reads, strict=True):
+        out[i] = r
+    return out
+
+
+async def _footer_of(fs: Any, job: _Job) -> pq.FileMetaData:
+    tail, obj = await fetch.read_tail(fs, job.url, tail_hint(), size=job.size, etag=job.etag)
+    flen = _footer_length(job.url, tail)
+    tail_hint(flen)
+    if flen + 8 > len(tail):
+        start = obj.size - flen - 8
+        got = await fetch.read_ranges(fs, obj, [(start, obj.size - len(tail))], gap=0)
+        tail = got[(start, obj.size - len(tail))] + tail
+    return await asyncio.to_thread(_metadata, job.url, tail[len(tail) - flen - 8 :])
+
+
+def _group_bytes(md: pq.FileMetaData, columns: Sequence[str] | None) -> list[int]:
+    wanted = None if columns is None else set(columns)
+    leaves = [
+        i
+        for i in range(md.num_columns)
+        if wanted is None or md.schema.column(i).path.split(".", 1)[0] in wanted
+    ]
+    # in memory, not on disk: dictionary-encoded pages are far smaller than their values
+    width = {"FLOAT": 4, "DOUBLE": 8, "INT32": 4, "INT64": 8, "BOOLEAN": 1, "INT96": 12}
+    row = sum(width.get(md.schema.column(i).physical_type, 16) for i in leaves)
+    out = []
+    for g in range(md.num_row_groups):
+        group = md.row_group(g)
+        stored = sum(group.column(i).total_uncompressed_size for i in leaves)
+        out.append(max(stored, group.num_rows * row))
+    return out
+
+
+def plan_pieces(
+    fs: Any,
+    refs: Sequence[Any],
+    columns: Sequence[str] | None,
+    target: int | None = None,
+    per_file: int | None = None,
+) -> list[tuple[Any, ...]]:
+    """Partitions of parquet files: small files batched, large files split by row groups.
+
+    ``per_file`` estimates the in-memory bytes of ``columns`` per file (from the schema the
+    loader read anyway); without it, or when it exceeds ``target``, the first file's footer
+    tells (its row groups' uncompressed sizes). When a file is larger
+    than ``target``, every file's footer is read (concurrently) and each file is cut into
+    pieces of whole row groups of at most ``target`` bytes (at least one row group each).
+    Otherwise files are batched so that a partition holds about ``target`` bytes, at most
+    :data:`MAX_FILES_PER_PARTITION` files, and the load has at least :data:`MIN_PARTITIONS`.
+    """
+    if not refs:
+        return []
+    target = PARTITION_BYTES if target is None else target
+    jobs = [_job(r, columns, None) for r in refs]
+    if per_file is None or per_file > target:  # large files: their row groups are needed
+        first = fetch.run(fs, _footer_of(fs, jobs[0]))
+        per_file = sum(_group_bytes(first, columns))
+    if per_file > target and first.num_row_groups > 1:
+
+        async def footers() -> list[pq.FileMetaData]:
+            rest = await asyncio.gather(*(_footer_of(fs, j) for j in jobs[1:]))
+            return [first, *rest]
+
+        out: list[tuple[Any, ...]] = []
+        for ref, md in zip(refs, fetch.run(fs, footers()), strict=True):
+            run: list[int] = []
+            size = 0
+            for g, b in enumerate(_group_bytes(md, columns)):
+                if run and size + b > target:
+                    out.append((Piece(ref, tuple(run)),))
+                    run, size = [], 0
+                run.append(g)
+                size += b
+            if run:
+                out.append((Piece(ref, tuple(run)) if len(run) < md.num_row_groups else ref,))
+        return out
+    by_bytes = max(1, target // max(per_file, 1))
+    by_count = max(1, -(-len(refs) // MIN_PARTITIONS))
+    k = int(min(by_bytes, by_count, MAX_FILES_PER_PARTITION))
+    return [tuple(refs[i : i + k]) for i in range(0, len(refs), k)]
