@@ -91,6 +91,9 @@ PATH_COLUMNS: Mapping[str, str] = {
     "Metadata_Batch": "batch",
     "Metadata_Plate": "plate",
 }
+#: Decoded tables larger than this are converted to pandas freeing Arrow memory as they go
+#: (one copy at a time instead of two: a row group of an assembled file is hundreds of MB).
+LARGE_TABLE_BYTES = 64 * 2**20
 #: Bytes of a text file read to learn its columns and dtypes (more when the header is longer).
 TEXT_SAMPLE_BYTES = 256 * 1024
 #: Reads of a whole text file whose body arrives shorter than the object's size.
@@ -767,6 +770,7 @@ class ReadPlan:
     index: str | None = None
     footer_cache: FooterCache | None = None
     pin_etags: bool = False
+    warm_cache: Any = None  # a parquet_engine.WarmCache; else one derived from footer_cache
 
 
 def read_file(
@@ -780,8 +784,13 @@ def read_file(
     footer_cache: FooterCache | None = None,
     limit: int | None = None,
     etag: str | None = None,
+    prefetched: Any = None,
 ) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """Read the ``columns`` of one file that it has (all when ``None``).
+
+    ``prefetched`` is the :class:`~intake_cpg.parquet_engine.FileRead` of this file when the
+    read engine already fetched and decoded it (:func:`read_partition` does, for S3 parquet);
+    only the dtype rules and filters are applied then.
 
     Returns the frame and all of the file's column names (from the footer or header, at no
     extra cost). Parquet reads go through one fsspec handle without read-ahead, so only the
@@ -792,8 +801,17 @@ def read_file(
     filter is then applied after reading the chosen columns.
     """
     fmt = detect_format(url, format)
-    fs, path = filesystem(url, storage_options)
     expr = None
+    if prefetched is not None:
+        names = tuple(prefetched.names)
+        check_unique_columns(names, url)
+        if isinstance(prefetched.table, pd.DataFrame):  # decoded straight to pandas (polars)
+            return _finish_frame(prefetched.take(), filters, None), names
+        if filters and _pushdown_ok(prefetched.table.schema, filter_columns(filters)):
+            expr = pq.filters_to_expression(filters)
+            prefetched.table = prefetched.table.filter(expr)
+        return _parquet_frame(prefetched.take(), filters, expr), names
+    fs, path = filesystem(url, storage_options)
     try:
         if fmt.kind == "parquet":
             with fs.open(path, "rb", cache_type="none") as raw:
@@ -823,7 +841,7 @@ def read_file(
                     cols = list(present)
                     table = read_columns(fh, md, cols) if md is not None else pf.read(columns=cols)
                     table = table if expr is None else table.filter(expr)
-            df = _cast_string_columns(table).to_pandas()
+            return _parquet_frame(table, filters, expr), names
         else:
             data = _decompress(_read_whole(fs, path, url, etag), fmt.compression)
             df = _read_text_bytes(data, fmt, columns, dtypes, url=url)
@@ -844,12 +862,24 @@ def read_file(
                 f"{etag!r}: {exc}. Nothing of it was returned; load again to verify it now"
             ) from exc
         raise _data_error(url, fmt, exc, fs, path) from exc
-    for c in df.columns:
+    return _finish_frame(df, filters, expr), names
+
+
+def _parquet_frame(table: pa.Table, filters: Any, expr: Any) -> pd.DataFrame:
+    """A decoded parquet table as pandas, with the dtype rules (and remaining filters)."""
+    table = _cast_string_columns(table)
+    if table.nbytes > LARGE_TABLE_BYTES:  # free Arrow column by column while converting
+        return _finish_frame(table.to_pandas(self_destruct=True, split_blocks=True), filters, expr)
+    return _finish_frame(table.to_pandas(), filters, expr)
+
+
+def _finish_frame(df: pd.DataFrame, filters: Any, expr: Any) -> pd.DataFrame:
+    for c in df.columns.tolist():  # tolist: iterating a str Index costs ~20 us per name
         if is_string_column(str(c)) and df[c].dtype != STRING_DTYPE:
             df[c] = df[c].astype(STRING_DTYPE)
     if filters and expr is None and all(c in df.columns for c in filter_columns(filters)):
         df = apply_filters(df, filters)
-    return df.reset_index(drop=True), names
+    return df.reset_index(drop=True)
 
 
 def _first_rows(pf: pq.ParquetFile, columns: list[str], expr: Any, limit: int) -> pa.Table:
@@ -896,18 +926,27 @@ def _as_ref(ref: FileRef | str) -> FileRef:
     return ref if isinstance(ref, FileRef) else ref_from_url(ref)
 
 
-def read_one(ref: FileRef | str, plan: ReadPlan, limit: int | None = None) -> pd.DataFrame:
-    """One file as a frame that matches ``plan.meta`` exactly (columns, order, dtypes).
-
-    Path-derived columns come from ``ref.path`` (a URL string is parsed once, here). With
-    ``limit``, only the file's first ``limit`` rows are read (the first batches).
-    """
-    ref = _as_ref(ref)
-    url = ref.url
+def _wanted(plan: ReadPlan) -> list[str]:
     fcols = filter_columns(plan.filters)
     wanted = list(plan.expected) + [c for c in fcols if c not in plan.expected]
     if plan.index and plan.index not in wanted:
         wanted.append(plan.index)
+    return wanted
+
+
+def read_one(
+    ref: FileRef | str, plan: ReadPlan, limit: int | None = None, prefetched: Any = None
+) -> pd.DataFrame:
+    """One file as a frame that matches ``plan.meta`` exactly (columns, order, dtypes).
+
+    Path-derived columns come from ``ref.path`` (a URL string is parsed once, here). With
+    ``limit``, only the file's first ``limit`` rows are read (the first batches).
+    ``prefetched`` is the read engine's read of it (see :func:`read_partition`).
+    """
+    ref = _as_ref(ref)
+    url = ref.url
+    fcols = filter_columns(plan.filters)
+    wanted = _wanted(plan)
     df, names = read_file(
         url,
         wanted,
@@ -918,6 +957,7 @@ def read_one(ref: FileRef | str, plan: ReadPlan, limit: int | None = None) -> pd
         footer_cache=plan.footer_cache,
         limit=limit,
         etag=ref.etag if plan.pin_etags else None,
+        prefetched=prefetched,
     )
     have = set(names)
     from_path = path_values(ref.path) if plan.path_columns else {}
@@ -955,8 +995,10 @@ def read_one(ref: FileRef | str, plan: ReadPlan, limit: int | None = None) -> pd
 
 def conform(df: pd.DataFrame, meta: pd.DataFrame, url: str = "") -> pd.DataFrame:
     """``df`` with exactly ``meta``'s columns, order and dtypes (missing columns as NA)."""
-    if df.columns.is_unique and set(meta.columns) <= set(df.columns):  # common case: one take
-        out = df[list(meta.columns)]
+    wanted = meta.columns.tolist()  # tolist: iterating a str Index costs ~20 us per name
+    have = df.columns.tolist()
+    if df.columns.is_unique and set(wanted) <= set(have):  # common case: one take (or none)
+        out = df if have == wanted else df[wanted]
         if all(a == b for a, b in zip(out.dtypes, meta.dtypes, strict=True)):
             return out
     cols = {}
@@ -978,11 +1020,45 @@ def conform(df: pd.DataFrame, meta: pd.DataFrame, url: str = "") -> pd.DataFrame
     return pd.DataFrame(cols, index=df.index)
 
 
-def read_partition(refs: Iterable[FileRef | str], plan: ReadPlan) -> pd.DataFrame:
-    """Several files (one dask partition) concatenated, matching ``plan.meta``."""
-    frames = [read_one(r, plan) for r in refs]
+def read_partition(refs: Iterable[Any], plan: ReadPlan) -> pd.DataFrame:
+    """Several files (one dask partition) concatenated, matching ``plan.meta``.
+
+    Items are URLs, :class:`~intake_cpg.refs.FileRef` or
+    :class:`~intake_cpg.parquet_engine.Piece` (a file's row groups). Parquet files on S3 are
+    fetched together through :mod:`intake_cpg.parquet_engine` (all of them concurrently), each
+    request pinned by ``If-Match`` to the reference's ETag (from the listing, or the one
+    ``verify=True`` checked).
+    """
+    from . import parquet_engine
+
+    items = list(refs)
+    try:
+        reads = parquet_engine.prefetch(
+            items, plan, _wanted(plan) if plan.check_extra is False else None
+        )
+    except StorageError as exc:
+        if plan.pin_etags and _is_changed(exc):
+            raise EtagMismatchError(
+                f"{exc} It changed after verify=True checked its ETag: nothing of it was "
+                "returned; load again to verify it now"
+            ) from exc
+        raise
+    frames = [
+        read_one(parquet_engine.ref_of(u), plan, prefetched=r)
+        for u, r in zip(items, reads, strict=True)
+    ]
     out = frames[0] if len(frames) == 1 else pd.concat(frames, axis=0, ignore_index=True)
     return out.set_index(plan.index) if plan.index else out
+
+
+def _is_changed(exc: BaseException) -> bool:
+    """Whether a read found its object replaced (an ``If-Match`` refusal in the causes)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "FileExpired":
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _show(cols: Sequence[str], n: int = 10) -> str:

@@ -22,7 +22,7 @@ import pandas as pd
 from intake.source.base import DataSource, Schema
 
 from . import readers
-from .entries import ANALYSIS_FILES_PER_PARTITION, partition_refs
+from .entries import ANALYSIS_FILES_PER_PARTITION, ENTRY_TABLE, partition_refs
 from .errors import ParameterError
 from .footer_cache import resolve_footer_cache
 from .outputs import TableOutputs
@@ -38,6 +38,14 @@ __all__ = ["ProfilesSource", "ANALYSIS_FILES_PER_PARTITION"]
 #: Concurrent footer/header reads for ``schema="union"``/``"intersection"``.
 SCHEMA_READ_THREADS = 16
 _GLOB_CHARS = set("*?[")
+
+
+def _grouped(ref: FileRef) -> bool:
+    """Whether the entry table groups ``ref``'s files into partitions (e.g. analysis)."""
+    row = ENTRY_TABLE.for_product(ref.path.product) if ref.path is not None else None
+    if row is None:
+        return False
+    return row.partitioning.group is not None or row.partitioning.files_per_partition > 1
 
 
 class PartitionReader:
@@ -254,7 +262,12 @@ class ProfilesSource(TableOutputs, DataSource):
         self.expand_embeddings = bool(expand_embeddings)
         self.files_per_partition = files_per_partition
         self.format = format
-        self.footer_cache = resolve_footer_cache(footer_cache)
+        from .parquet_engine import WarmCache
+
+        # footer_cache= names the warm cache of the read engine (S3 parquet) too; a WarmCache
+        # given directly is used as is (and no footer cache for the other paths)
+        self.warm_cache = footer_cache if isinstance(footer_cache, WarmCache) else None
+        self.footer_cache = None if self.warm_cache else resolve_footer_cache(footer_cache)
         self.pin_etags = bool(pin_etags)
         self._refs: list[FileRef] | None = refs
         self._parts: list[tuple[FileRef, ...]] | None = None
@@ -282,6 +295,24 @@ class ProfilesSource(TableOutputs, DataSource):
         self._refs = [ref_from_url(u) for u in dict.fromkeys(out)]
         return self._refs
 
+    def _pieces(
+        self, refs: list[FileRef], columns: Sequence[str] | None, per_file: int | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Parquet files on S3 of ungrouped rows: partitions by bytes (see
+        :func:`parquet_engine.plan_pieces`); ``[]`` keeps the entry table's grouping."""
+        from . import parquet_engine
+
+        if self.files_per_partition or not refs:
+            return []
+        if any(
+            readers.detect_format(r.url, self.format).kind != "parquet" or _grouped(r) for r in refs
+        ):
+            return []
+        fs = parquet_engine.engine_fs(refs[0].url, self.storage_options)
+        if fs is None:
+            return []
+        return parquet_engine.plan_pieces(fs, refs, columns, per_file=per_file)
+
     # -- schema -------------------------------------------------------------------------
     def _read_schemas(self, urls: list[str]) -> list[FileSchema]:
         kw = {"format": self.format, "footer_cache": self.footer_cache}
@@ -307,6 +338,8 @@ class ProfilesSource(TableOutputs, DataSource):
         return [first, *rest]
 
     def _get_schema(self) -> Schema:
+        if self._schema is not None and self._reader is not None:  # planned once (a wrapper
+            return self._schema  # may call _get_schema directly, then to_dask plans again)
         refs = self._expand()
         parts = partition_refs(refs, self.files_per_partition)
         schemas = self._read_schemas([r.url for r in refs])
@@ -323,16 +356,27 @@ class ProfilesSource(TableOutputs, DataSource):
             pin_etags=self.pin_etags,
         )
         planned = plan_read(schemas, refs[0].path, len(refs), options)
+        plan = planned.plan
+        if self.warm_cache is not None:
+            plan = replace(plan, warm_cache=self.warm_cache)
+        per_file = None
+        if schemas[0].num_rows:  # in-memory bytes of the chosen columns, from the first file
+            per_file = schemas[0].num_rows * sum(
+                getattr(plan.expected_dtypes[c], "itemsize", 16) or 16 for c in plan.expected
+            )
+        columns = plan.expected if self.columns is not None else None
+        parts = self._pieces(refs, columns, per_file) or parts
         self._parts = parts
-        self._reader = PartitionReader(planned.plan, planned.origins)
+        self._reader = PartitionReader(plan, planned.origins)
         self._meta = planned.meta
-        return Schema(
+        self._schema = Schema(
             datashape=None,
             dtype={c: str(t) for c, t in self._meta.dtypes.items()},
             shape=(planned.num_rows, len(self._meta.columns)),
             npartitions=len(parts),
             extra_metadata={},
         )
+        return self._schema
 
     # -- loading ------------------------------------------------------------------------
     def to_dask(self) -> dd.DataFrame:
@@ -370,7 +414,10 @@ class ProfilesSource(TableOutputs, DataSource):
         reader = self._reader if columns is None else self._reader.project_columns(columns)
         plan = reader.plan
         frames, got = [], 0
-        for ref in (r for part in self._parts for r in part):
+        from .parquet_engine import ref_of
+
+        files = dict.fromkeys(ref_of(r) for part in self._parts for r in part)  # pieces: once
+        for ref in files:
             if got >= n:
                 break
             frames.append(readers.read_one(ref, plan, limit=n - got))

@@ -42,7 +42,11 @@ def _feature_columns(url: str, s3_options, k: int = 4) -> list[str]:
 
 
 def _entries(directory) -> list[str]:
-    return sorted(glob.glob(os.path.join(str(directory), "*", "*.footer")))
+    """Per-object entries of a ``footer_cache=`` folder: full footers, or (selective S3 reads,
+    which decode no full footer) the read engine's warm entries under ``warm/``."""
+    footers = glob.glob(os.path.join(str(directory), "*", "*.footer"))
+    warm = glob.glob(os.path.join(str(directory), "warm", "*", "[0-9a-f]*.cpgw"))
+    return sorted(warm or footers)
 
 
 def test_values_identical_with_and_without_cache(demo_s3, s3_options, tmp_path):
