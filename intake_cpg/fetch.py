@@ -234,7 +234,8 @@ async def _get(
             raise
         except Exception as exc:  # sorted below: changed, transient or fatal
             if _is_precondition(exc):
-                raise _changed(url, etag or "?", exc) from exc
+                changed = _changed(url, etag or "?", exc)
+                raise changed from changed.__cause__  # FileExpired, caused by exc
             if not (isinstance(exc, ShortReadError) or is_transport_failure(exc)):
                 raise
             last = exc
@@ -274,7 +275,8 @@ async def head(
         raise
     except Exception as exc:
         if _is_precondition(exc):
-            raise _changed(url, if_match or "?", exc) from exc
+            changed = _changed(url, if_match or "?", exc)
+            raise changed from changed.__cause__  # FileExpired, caused by exc
         if is_transport_failure(exc):
             raise transport_error(url, exc) from exc
         raise
@@ -302,20 +304,25 @@ async def read_tail(
     """
     bucket, key = _split_url(fs, url)
     expect = None if size is None else min(n, size)
-    body, resp = await _get(fs, url, bucket, key, f"bytes=-{n}", etag, expect, version_id)
-    m = _CONTENT_RANGE.match(str(resp.get("ContentRange") or ""))
-    total = int(m.group(3)) if m and m.group(3) != "*" else None
-    if total is None:  # a server that ignores ranges answers the whole object
-        total = int(resp.get("ContentLength") or len(body))
-        body = body[-n:] if len(body) == total else body
-    if size is not None and total != size:
-        raise _changed(url, etag or "?")
-    got = (resp.get("ETag") or "").strip('"')
-    if etag and got and got != etag.strip('"'):
-        raise _changed(url, etag)
-    if len(body) != min(n, total):
-        raise transport_error(url, ShortReadError(errno.EIO, f"tail of {len(body)} bytes"))
-    return body, Pinned(url, bucket, key, total, got or (etag or ""), version_id)
+    attempts = max(int(getattr(fs, "retries", 5)), 1)
+    for attempt in range(attempts):  # size unknown: a short body is only seen here, retried
+        body, resp = await _get(fs, url, bucket, key, f"bytes=-{n}", etag, expect, version_id)
+        m = _CONTENT_RANGE.match(str(resp.get("ContentRange") or ""))
+        total = int(m.group(3)) if m and m.group(3) != "*" else None
+        if total is None:  # a server that ignores ranges answers the whole object
+            total = int(resp.get("ContentLength") or len(body))
+            body = body[-n:] if len(body) == total else body
+        if size is not None and total != size:
+            raise _changed(url, etag or "?")
+        got = (resp.get("ETag") or "").strip('"')
+        if etag and got and got != etag.strip('"'):
+            raise _changed(url, etag)
+        if len(body) == min(n, total):
+            return body, Pinned(url, bucket, key, total, got or (etag or ""), version_id)
+        etag = etag or got or None  # the retry asks for the version the first answer gave
+        log.debug("retrying the tail of %s: %d bytes of %d", url, len(body), min(n, total))
+        await asyncio.sleep(min(0.05 * 1.7**attempt, 5))
+    raise transport_error(url, ShortReadError(errno.EIO, f"tail of {len(body)} bytes"))
 
 
 async def read_ranges(
