@@ -1043,6 +1043,9 @@ def read_partition(refs: Iterable[Any], plan: ReadPlan) -> pd.DataFrame:
                 "returned; load again to verify it now"
             ) from exc
         raise
+    except FileNotFoundError as exc:  # deleted after listing: the same error as other reads
+        url = f"s3://{exc.filename}" if exc.filename else parquet_engine.ref_of(items[0]).url
+        raise _missing_error(url, exc) from exc
     frames = [
         read_one(parquet_engine.ref_of(u), plan, prefetched=r)
         for u, r in zip(items, reads, strict=True)

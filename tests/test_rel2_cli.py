@@ -206,7 +206,7 @@ def test_export_reports_a_killed_worker_as_out_of_memory(
             killed.append(pids[0])
             os.kill(pids[0], signal.SIGKILL)
 
-    proxy.add("hook", method="GET", path=re.escape(f"{PLATE}.parquet"), skip=2, hook=kill_worker)
+    proxy.add("hook", method="GET", path=re.escape(f"{PLATE}.parquet"), skip=1, hook=kill_worker)
     out = tmp_path / "x.parquet"
     code = _cli(
         proxy,
