@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.resources
 import logging
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from . import __version__, layout
 from .entries import (
     ENTRY_TABLE,
     EntryRow,
+    ProjectView,
     ResolvedParam,
     SourceView,
     describe_row,
@@ -74,7 +76,9 @@ class LazyEntry(CPGEntry):
         args: dict[str, Any],
         resolve: Callable[[], tuple[list[UserParameter], dict[str, Any]]],
         metadata: dict[str, Any],
+        row: EntryRow | None = None,
     ) -> None:
+        self._row = row
         self._resolver = resolve
         self._resolved: tuple[list[UserParameter], dict[str, Any]] | None = None
         self._base_metadata = metadata
@@ -83,8 +87,23 @@ class LazyEntry(CPGEntry):
 
     def get(self, **user_parameters: Any) -> Any:
         """Open the source; name parameters are checked before any listing is made."""
-        validate_params({k: v for k, v in user_parameters.items() if k in _NAME_PARAMETERS})
+        names = {k: v for k, v in user_parameters.items() if k in _NAME_PARAMETERS}
+        validate_params(names, self._row)
         return super().get(**user_parameters)
+
+    def _create_open_args(self, user_parameters: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        # a parameter the gallery does not have here (a source without models, a project
+        # without plate types) is left out, with its template, unless it is given
+        templated = self._open_args
+        self._open_args = self._present_args(templated, set(user_parameters))
+        try:
+            return super()._create_open_args(user_parameters)
+        finally:
+            self._open_args = templated
+
+    def _present_args(self, args: dict[str, Any], given: set[str]) -> dict[str, Any]:
+        names = {p.name for p in self._user_parameters} | given
+        return {k: v for k, v in args.items() if v != "{{ " + k + " }}" or k in names}
 
     def _resolve(self) -> tuple[list[UserParameter], dict[str, Any]]:
         if self._resolved is None:
@@ -119,7 +138,9 @@ class LazyEntry(CPGEntry):
     def frozen(self) -> dict[str, Any]:
         """The entry as plain YAML-able data (for ``Catalog.save``)."""
         params, md = self._resolve()
-        return {**super().frozen(), "parameters": plain_parameters(params), "metadata": md}
+        out = super().frozen()
+        out["args"] = self._present_args(out["args"], set())
+        return {**out, "parameters": plain_parameters(params), "metadata": md}
 
 
 class GlobParameter(UserParameter):
@@ -136,6 +157,22 @@ class GlobParameter(UserParameter):
         return super().validate(value)
 
 
+class NamesParameter(GlobParameter):
+    """A :class:`GlobParameter` that also takes a list of names and globs (each matching some
+    allowed name), as the project-level entries' ``source``, ``batch``, ``plate`` do.
+
+    >>> p = NamesParameter(name="source", type="str", default="*",
+    ...                    allowed=["source_2", "source_4", "*"])
+    >>> p.validate(["source_4", "source_?"])
+    ['source_4', 'source_?']
+    """
+
+    def validate(self, value: Any) -> Any:
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            return [super(NamesParameter, self).validate(v) for v in value]
+        return super().validate(value)
+
+
 def _user_parameter(p: ResolvedParam) -> UserParameter:
     """An Intake parameter from a row's parameter (keyword arguments, so ``save`` keeps types)."""
     kwargs: dict[str, Any] = {
@@ -146,8 +183,18 @@ def _user_parameter(p: ResolvedParam) -> UserParameter:
     }
     if p.allowed is not None:
         kwargs["allowed"] = list(p.allowed)
-    cls = GlobParameter if p.glob and p.allowed is not None else UserParameter
+    cls: type[UserParameter] = UserParameter
+    if p.glob and p.allowed is not None:
+        cls = NamesParameter if p.many else GlobParameter
     return cls(**kwargs)
+
+
+def _driver(row: EntryRow) -> Any:
+    """The Intake class of a row's entries: the one the row names, else the level's own."""
+    if row.driver:
+        module, _, name = row.driver.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+    return AssembledCatalog if row.output == "catalog" else GallerySource
 
 
 class _Level(Catalog):
@@ -426,7 +473,15 @@ class GalleryCatalog(_Level):
 
 
 class ProjectCatalog(_Level):
-    """One project: one entry per source (``source_4``, ``broad``, ``source_all``, ...)."""
+    """One project: one entry per source (``source_4``, ``broad``, ``source_all``, ...), then
+    the project-level rows of the entry table that apply to it (``profiles`` and ``plates``
+    spanning the sources; ``metadata`` for the JUMP projects).
+
+    :meth:`search` with plate criteria (``source``, ``batch``, ``plate``, ``plate_type``) gives
+    the project narrowed to the plates that match, and :meth:`unique` summarises the plates
+    table, as intake-esm's catalogs do with their asset table. A source named like a
+    project-level entry keeps its name (the project-level entry is then not listed).
+    """
 
     name = "cpg_project"
     kind = "project"
@@ -438,18 +493,37 @@ class ProjectCatalog(_Level):
         storage_options: dict[str, Any] | None = None,
         *,
         project: str,
+        plate_query: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         layout.validate_name(project, "project")
         self.project = project
+        self.plate_query = dict(plate_query or {}) or None
+        self._view: ProjectView | None = None
         super().__init__(urlpath, storage_options, **kwargs)
         self.metadata["project"] = project
+        if self.plate_query:
+            self.metadata["plate_query"] = dict(self.plate_query)
 
     def _default_name(self) -> str:
         return self.project
 
+    def _load(self) -> None:
+        self._view = None  # a reload learns the plates again
+        super()._load()
+
+    def view(self) -> ProjectView:
+        """What the project-level rows see (the plates table is learnt once per view)."""
+        if self._view is None:
+            from .project import project_view
+
+            self._view = project_view(
+                self.gallery, self.project, self._source_args, query=self.plate_query
+            )
+        return self._view
+
     def _list_entries(self) -> dict[str, Any]:
-        return {
+        entries: dict[str, Any] = {
             s: CPGEntry(
                 s,
                 f"{self.project}/{s}",
@@ -459,6 +533,43 @@ class ProjectCatalog(_Level):
             )
             for s in self.gallery.sources(self.project)
         }
+        for row in ENTRY_TABLE.at_level("project"):
+            if not row.applies_to(self.view()):
+                continue
+            if row.entry_name in entries:
+                log.warning(
+                    "%s: the source %r hides the project-level entry of the same name",
+                    self.project,
+                    row.entry_name,
+                )
+                continue
+            entries[row.entry_name] = self._project_entry(row)
+        return entries
+
+    def _project_entry(self, row: EntryRow) -> Any:
+        args = {**self._source_args, "project": self.project, "product": row.name}
+        if self.plate_query:
+            args["plate_query"] = dict(self.plate_query)
+        md = {"project": self.project, "product": row.entry_name, "level": row.level}
+        if row.output == "catalog":
+            return CPGEntry(row.entry_name, row.description, _driver(row), args=args, metadata=md)
+        args.update({p.name: "{{ " + p.name + " }}" for p in row.params})
+        return LazyEntry(
+            row.entry_name,
+            row.description,
+            _driver(row),
+            args=args,
+            resolve=self._resolver(row),
+            metadata=md,
+            row=row,
+        )
+
+    def _resolver(self, row: EntryRow) -> Callable[[], tuple[list[UserParameter], dict[str, Any]]]:
+        def resolve() -> tuple[list[UserParameter], dict[str, Any]]:
+            params, md = describe_row(row, self.view())
+            return [_user_parameter(p) for p in params], md
+
+        return resolve
 
 
 class _SourceLevel(_Level):
@@ -538,8 +649,8 @@ class SourceCatalog(_SourceLevel):
         return resolve
 
 
-#: The entry-table row whose entry is a catalog of child entries (assembled profiles).
-_CATALOG_ROW = ENTRY_TABLE.only("catalog")
+#: The source-level row whose entry is a catalog of child entries (assembled profiles).
+_CATALOG_ROW = ENTRY_TABLE.only("catalog", "source")
 
 
 class AssembledCatalog(_SourceLevel):

@@ -7,20 +7,28 @@ and the order in which command-line PATH parts fill its parameters. The catalog 
 (:mod:`intake_cpg.catalog`), :class:`~intake_cpg.gallery_source.GallerySource` and the command
 line read this table and decide nothing per product; this module imports no Intake.
 
-A row says at which catalog ``level`` it appears (``"source"`` today; project-level entries that
-span sources are rows with ``level="project"``), what it gives (``output``: a ``"table"``, a
-``"catalog"`` of child entries named by the allowed values of its first parameter, or a
-``"listing"``) and how files become partitions (:class:`Partitioning`, a callable strategy).
+A row says at which catalog ``level`` it appears (``"source"``: below each source, its
+selector sees a :class:`SourceView`; ``"project"``: below each project, next to its sources,
+spanning them, its selector sees a :class:`ProjectView`), what it gives (``output``: a
+``"table"``, a ``"catalog"`` of child entries named by the allowed values of its first
+parameter, or a ``"listing"``) and how files become partitions (:class:`Partitioning`, a
+callable strategy). Rows of different levels may share an entry name (``entry``: the source's
+``profiles`` and the project's ``profiles``); ``applies`` says for which projects a
+project-level row exists, and ``driver`` names the Intake class of a row that does not load
+through :class:`~intake_cpg.gallery_source.GallerySource` (the plates table, the metadata
+catalog).
 
 >>> sorted(ENTRY_TABLE)[:3]
 ['analysis', 'backend', 'dl_profiles']
+>>> [(r.name, r.entry_name) for r in ENTRY_TABLE.at_level("project")]
+[('project_profiles', 'profiles'), ('project_plates', 'plates'), ('project_metadata', 'metadata')]
 >>> row = ENTRY_TABLE["profiles"]
 >>> row.products, row.cli_path, [p.name for p in row.params]
 (('profiles',), ('batch', 'plate'), ['batch', 'plate', 'variant'])
 >>> ENTRY_TABLE["profile"]
 Traceback (most recent call last):
 ...
-intake_cpg.errors.ProductNotFoundError: no entry named 'profile' in the entry table; did you mean 'profiles' or 'dl_profiles'? Available: analysis, backend, dl_profiles, embeddings, load_data, platemaps, profiles, profiles_assembled.
+intake_cpg.errors.ProductNotFoundError: no entry named 'profile' in the entry table; did you mean 'profiles' or 'dl_profiles' or 'project_profiles'? Available: analysis, backend, dl_profiles, embeddings, load_data, platemaps, profiles, profiles_assembled, project_metadata, project_plates, project_profiles.
 """
 
 from __future__ import annotations
@@ -28,26 +36,34 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import layout
-from .errors import ParameterError, not_found
+from .errors import ParameterError, ProductNotFoundError, not_found
 from .refs import FileRef
 from .resolve import ALL, Gallery, PlateProduct, choose_variant, match_names, newest_version
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 __all__ = [
     "ANALYSIS_FILES_PER_PARTITION",
     "COMPARTMENTS",
+    "PLATE_CRITERIA",
     "ENTRY_TABLE",
     "EntryRow",
     "EntryTable",
     "Param",
     "Partitioning",
+    "ProjectView",
     "ResolvedParam",
     "SourceView",
     "describe_row",
+    "chosen_plates",
     "partition_refs",
+    "plates_of",
     "validate_params",
+    "validate_plate_query",
 ]
 
 Level = Literal["source", "project"]
@@ -90,6 +106,82 @@ class SourceView:
         return self.gallery.base_prefix(self.project, self.source, product, **fields)
 
 
+class ProjectView:
+    """One project as project-level selectors see it: its sources' views and its plates table.
+
+    ``store`` gives the project's external metadata (the JUMP tables, an object with
+    ``tables`` and ``read(name)``), or is ``None`` for a project without it; the adapter
+    that makes the view decides which (:func:`intake_cpg.project.project_view`), so this module
+    reads no metadata. ``query`` narrows the plates table before any row sees it (what
+    ``ProjectCatalog.search(plate_type=...)`` keeps). Like a :class:`SourceView`, a view lives
+    for one resolution and learns each source's per-plate product once.
+    """
+
+    def __init__(
+        self,
+        gallery: Gallery,
+        project: str,
+        *,
+        store: Callable[[], Any] | None = None,
+        query: Mapping[str, Any] | None = None,
+        strict: bool = False,
+    ) -> None:
+        self.gallery = gallery
+        self.project = layout.validate_name(project, "project")
+        self.strict = strict
+        self.query = dict(query or {})
+        self._store = store
+        self._sources: dict[str, SourceView] = {}
+        self._plates: dict[str, pd.DataFrame] = {}
+
+    @property
+    def has_metadata(self) -> bool:
+        """Whether the project has external metadata (the JUMP tables)."""
+        return self._store is not None
+
+    def store(self) -> Any:
+        """The project's external metadata (opened by the adapter's callable on first use)."""
+        if self._store is None:
+            raise ParameterError(f"{self.project} has no external metadata (JUMP tables)")
+        return self._store()
+
+    def where(self, entry: str) -> str:
+        return f"{self.project}/{entry}"
+
+    def source(self, source: str) -> SourceView:
+        if source not in self._sources:
+            self._sources[source] = SourceView(
+                self.gallery, self.project, source, strict=self.strict
+            )
+        return self._sources[source]
+
+    def sources_with(self, product: str) -> list[str]:
+        """The sources holding ``product`` (one listing per source, as opening each one does)."""
+        return [
+            s
+            for s in self.gallery.sources(self.project)
+            if product in self.gallery.present(self.project, s, (product,))
+        ]
+
+    def plates(self, product: str) -> pd.DataFrame:
+        """The plates table of a per-plate product across the sources (see :mod:`intake_cpg.plates`),
+        with ``Metadata_PlateType`` where the project's metadata has it, narrowed by ``query``."""
+        if product not in self._plates:
+            from .plates import plates_table, select_plates
+
+            found = []
+            for source in self.sources_with(product):
+                pp = self.source(source).plate_product(product, learn_files=True)
+                for batch, names in pp.plates.items():
+                    found.extend((source, batch, p, v) for p in names for v in pp.variants or ("",))
+            meta = self.store().read("plate") if self.has_metadata and found else None
+            table = plates_table(found, meta)
+            if self.query:
+                table = select_plates(table, **self.query, where=self.where("plates"))
+            self._plates[product] = table
+        return self._plates[product]
+
+
 # =============================================================================================
 # rows
 # =============================================================================================
@@ -102,8 +194,9 @@ class Param:
     """One parameter of an entry: ``default`` and ``allowed`` are values or ``f(view, bound)``.
 
     ``bound`` holds the values of the parameters already fixed (e.g. a sub-catalog's
-    ``subset``). ``glob`` parameters take a name or a shell glob of allowed names;
-    ``hide_if_empty`` ones are left out where no value is allowed (a source without models).
+    ``subset``). ``glob`` parameters take a name or a shell glob of allowed names; ``many``
+    ones also a list of names and globs; ``hide_if_empty`` ones are left out where no value is
+    allowed (a source without models, a project without plate types).
     """
 
     name: str
@@ -113,11 +206,14 @@ class Param:
     allowed: ValuesOf | None = None
     glob: bool = False
     hide_if_empty: bool = False
+    many: bool = False
 
-    def resolve(self, view: SourceView, bound: Bound) -> ResolvedParam:
+    def resolve(self, view: Any, bound: Bound) -> ResolvedParam:
         allowed = None if self.allowed is None else tuple(self.allowed(view, bound))
         default = self.default(view, bound) if callable(self.default) else self.default
-        return ResolvedParam(self.name, self.description, self.kind, default, allowed, self.glob)
+        return ResolvedParam(
+            self.name, self.description, self.kind, default, allowed, self.glob, self.many
+        )
 
 
 @dataclass(frozen=True)
@@ -130,6 +226,7 @@ class ResolvedParam:
     default: Any
     allowed: tuple[Any, ...] | None
     glob: bool = False
+    many: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,17 +254,29 @@ class EntryRow:
     products: tuple[str, ...]
     description: str
     params: tuple[Param, ...]
-    select: Callable[[SourceView, Bound], list[FileRef]] | None
+    select: Callable[[Any, Bound], list[FileRef]] | None
     partitioning: Partitioning = field(default_factory=Partitioning)
     cli_path: tuple[str, ...] = ()
     level: Level = "source"
     output: Output = "table"
-    metadata: Callable[[SourceView, Bound], dict[str, Any]] | None = None
+    metadata: Callable[[Any, Bound], dict[str, Any]] | None = None
+    entry: str = ""
+    applies: Callable[[ProjectView], bool] | None = None
+    driver: str = ""
 
     @property
     def product(self) -> str:
         """The layout product whose base folder tells that the entry exists."""
         return self.products[0]
+
+    @property
+    def entry_name(self) -> str:
+        """The catalog entry name (``entry``, else the row name)."""
+        return self.entry or self.name
+
+    def applies_to(self, view: ProjectView) -> bool:
+        """Whether a project-level row has an entry in the project of ``view``."""
+        return self.applies is None or self.applies(view)
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -198,12 +307,16 @@ class EntryTable(Mapping[str, EntryRow]):
         return [r for r in self._rows.values() if r.level == level]
 
     def for_product(self, product: str) -> EntryRow | None:
-        """The row that loads a layout product (``None`` for products no entry loads)."""
-        return next((r for r in self._rows.values() if product in r.products), None)
+        """The source-level row that loads a layout product (``None`` for products no entry
+        loads)."""
+        return next(
+            (r for r in self.at_level("source") if product in r.products),
+            None,
+        )
 
-    def only(self, output: Output) -> EntryRow:
-        """The one row of an output kind (e.g. the one ``"catalog"`` row)."""
-        (row,) = (r for r in self._rows.values() if r.output == output)
+    def only(self, output: Output, level: Level = "source") -> EntryRow:
+        """The one row of an output kind at a level (e.g. the source level's ``"catalog"``)."""
+        (row,) = (r for r in self.at_level(level) if r.output == output)
         return row
 
     def parameter_names(self) -> frozenset[str]:
@@ -332,6 +445,93 @@ def _select_assembled(view: SourceView, params: Bound) -> list[FileRef]:
     return [variants[params["variant"]]]
 
 
+# -- project level: plates chosen by what they hold, across sources ----------------------------
+#: The parameters that choose rows of a project's plates table (see :func:`chosen_plates`).
+PLATE_CRITERIA = ("source", "batch", "plate", "plate_type")
+
+
+def _table_of(view: ProjectView, row: str) -> pd.DataFrame:
+    return view.plates(ENTRY_TABLE[row].product)
+
+
+def chosen_plates(view: ProjectView, row: str, params: Bound) -> pd.DataFrame:
+    """The rows of the project's plates table that ``params`` choose: ``source``, ``batch``,
+    ``plate``, ``plate_type`` (each a name, a glob or a list; ``"*"`` or ``None``: any) and
+    ``plates`` (a DataFrame of source/plate pairs)."""
+    from .plates import select_plates
+
+    given = {k: params.get(k) for k in PLATE_CRITERIA}
+    criteria = {k: v for k, v in given.items() if v is not None and v != ALL and v != ""}
+    table = _table_of(view, row)
+    if table.empty and not view.query:
+        product = ENTRY_TABLE[row].product
+        raise ProductNotFoundError(
+            f"no source of {view.project} holds per-plate {product}, so its project-level "
+            f"{ENTRY_TABLE[row].entry_name!r} has nothing to load; open a source instead: "
+            f"cat[{view.project!r}][<source>] (sources: "
+            f"{', '.join(view.gallery.sources(view.project)) or 'none'})",
+            name=view.project,
+        )
+    return select_plates(
+        table,
+        **criteria,
+        plates=params.get("plates"),
+        where=view.where(ENTRY_TABLE[row].entry_name),
+    )
+
+
+def plates_of(view: ProjectView) -> pd.DataFrame:
+    """The project's plates table (what its ``plates`` entry reads)."""
+    return _table_of(view, "project_plates")
+
+
+def validate_plate_query(query: Mapping[str, Any]) -> None:
+    """Refuse plate criteria other than :data:`PLATE_CRITERIA`, and values that are not names,
+    globs or lists of them, before any request is made.
+
+    >>> validate_plate_query({"plate_type": ["TARGET2", "ORF"], "source": "source_*"})
+    >>> validate_plate_query({"well": "A01"})
+    Traceback (most recent call last):
+    ...
+    intake_cpg.errors.ParameterError: plate criteria are source, batch, plate, plate_type, not well
+    """
+    unknown = set(query) - set(PLATE_CRITERIA)
+    if unknown:
+        raise ParameterError(
+            f"plate criteria are {', '.join(PLATE_CRITERIA)}, not {', '.join(sorted(unknown))}"
+        )
+    validate_params(query, ENTRY_TABLE["project_profiles"])
+
+
+def _project_variant(view: ProjectView, bound: Bound, row: str) -> str:
+    """The default variant of a project row: the usual choice among those the plates have."""
+    table = _table_of(view, row)
+    return choose_variant({v for vs in table.variants for v in vs})
+
+
+def _select_across_sources(row: str) -> Any:
+    """Per-plate files of the chosen plates of every source (the variant given, else the
+    project's default)."""
+
+    def select(view: ProjectView, params: Bound) -> list[FileRef]:
+        chosen = chosen_plates(view, row, params)
+        product = ENTRY_TABLE[row].product
+        per_source = ENTRY_TABLE.for_product(product)
+        variant = params.get("variant")
+        if variant is None:
+            variant = _project_variant(view, params, row)
+        refs: list[FileRef] = []
+        for source in sorted(set(chosen.Metadata_Source)):
+            rows = chosen[chosen.Metadata_Source == source]
+            sv = view.source(source)
+            pp = sv.plate_product(product, learn_files=True)
+            pairs = list(zip(rows.Metadata_Batch, rows.Metadata_Plate, strict=True))
+            refs.extend(_plate_files(sv, per_source.name, pp, pairs, variant))
+        return refs
+
+    return select
+
+
 # =============================================================================================
 # parameters and metadata
 # =============================================================================================
@@ -404,6 +604,69 @@ def _subset_versions(view: SourceView, bound: Bound) -> list[str]:
 def _subset_variants(view: SourceView, bound: Bound) -> list[str]:
     versions = _assembled(view).get(bound.get("subset") or "", {})
     return sorted({v for vs in versions.values() for v in vs})
+
+
+def _project_param(name: str, description: str, column: str | None, **kw: Any) -> Param:
+    """A plates-table criterion: allowed values are the column's values (and ``"*"``)."""
+
+    def allowed(view: ProjectView, bound: Bound) -> list[str]:
+        table = _table_of(view, "project_profiles")
+        if column is None or column not in table.columns:
+            return []
+        return [*sorted(set(table[column].dropna())), ALL]
+
+    return Param(
+        name,
+        description,
+        default=ALL,
+        allowed=allowed if column else None,
+        glob=True,
+        many=True,
+        **kw,
+    )
+
+
+_PROJECT_PARAMS = (
+    _project_param("source", "source, a glob, a list of them, or '*'", "Metadata_Source"),
+    _project_param("batch", "batch, a glob, a list of them, or '*'", "Metadata_Batch"),
+    _project_param("plate", "plate, a glob, a list of them, or '*'", None),
+    _project_param(
+        "plate_type",
+        "plate type from the project's plate metadata (e.g. 'TARGET2'), a list, or '*'",
+        "Metadata_PlateType",
+        hide_if_empty=True,
+    ),
+    Param(
+        "variant",
+        "processing variant ('' is the bare <plate>.<ext> file; default: the usual choice)",
+        default=lambda v, b: _project_variant(v, b, "project_profiles"),
+        allowed=lambda v, b: sorted(
+            {x for vs in _table_of(v, "project_profiles").variants for x in vs}
+        ),
+        hide_if_empty=True,
+    ),
+)
+
+
+def _project_metadata(view: ProjectView, bound: Bound) -> dict[str, Any]:
+    table = _table_of(view, "project_profiles")
+    md: dict[str, Any] = {
+        "sources": sorted(set(table.Metadata_Source)),
+        "n_plates": len(table),
+    }
+    if "Metadata_PlateType" in table.columns:
+        md["plate_types"] = sorted(set(table.Metadata_PlateType.dropna()))
+    if view.query:
+        md["query"] = dict(view.query)
+    return md
+
+
+def _has_metadata(view: ProjectView) -> bool:
+    return view.has_metadata
+
+
+def _metadata_tables(view: ProjectView, bound: Bound) -> list[str]:
+    return list(view.store().tables)
 
 
 #: Default number of per-object ``analysis`` CSVs (same plate and compartment) per partition.
@@ -538,6 +801,46 @@ ENTRY_TABLE = EntryTable(
             cli_path=("subset", "version", "variant"),
             output="catalog",
         ),
+        # -- project level: next to the sources, spanning them
+        EntryRow(
+            "project_profiles",
+            ("profiles",),
+            "per-plate profiles of every source, chosen by source, batch, plate, plate type or "
+            "plates= (a DataFrame of source/plate pairs)",
+            _PROJECT_PARAMS,
+            _select_across_sources("project_profiles"),
+            cli_path=("source", "batch", "plate"),
+            level="project",
+            metadata=_project_metadata,
+            entry="profiles",
+        ),
+        EntryRow(
+            "project_plates",
+            ("profiles",),
+            "one row per plate: source, batch, plate, plate type (where the metadata has it) "
+            "and the variants present",
+            (),
+            _select_across_sources("project_plates"),
+            cli_path=("source",),
+            level="project",
+            metadata=_project_metadata,
+            entry="plates",
+            driver="intake_cpg.project.ProjectPlatesSource",
+        ),
+        EntryRow(
+            "project_metadata",
+            (),
+            "the project's external metadata tables (the pinned JUMP datasets release), one "
+            "entry each",
+            (Param("table", "metadata table", allowed=_metadata_tables),),
+            None,
+            cli_path=("table",),
+            level="project",
+            output="catalog",
+            entry="metadata",
+            applies=_has_metadata,
+            driver="intake_cpg.project.ProjectMetadataCatalog",
+        ),
     ]
 )
 
@@ -562,20 +865,35 @@ def describe_row(
     return params, md
 
 
-def validate_params(params: Mapping[str, object]) -> None:
+def validate_params(params: Mapping[str, object], row: EntryRow | None = None) -> None:
     """Reject parameter values that are not plain names (or globs, for glob parameters) before
-    any request is made. ``None`` means "not given"; ``variant=""`` is the bare file.
+    any request is made. ``None`` means "not given"; ``variant=""`` is the bare file. Lists of
+    names are accepted for the ``many`` parameters of ``row`` (the project-level entries).
 
     >>> validate_params({"batch": "2021_*", "plate": "BR00117037", "verify": True})
     >>> validate_params({"plate": "../x"})
     Traceback (most recent call last):
     ...
     intake_cpg.errors.ParameterError: invalid plate '../x': contains '/'; expected a single folder or file name such as 'BR00117037' or '2021_04_26_Batch1'
+    >>> validate_params({"source": ["source_4", "source_1*"]}, ENTRY_TABLE["project_profiles"])
+    >>> validate_params({"batch": ["B1"]}, ENTRY_TABLE["profiles"])
+    Traceback (most recent call last):
+    ...
+    intake_cpg.errors.ParameterError: parameter 'batch' must be a string, got list ['B1']
     """
     globs = ENTRY_TABLE.glob_names()
+    many = {p.name for p in row.params if p.many} if row is not None else set()
     kinds = {p.name: p.kind for r in ENTRY_TABLE.values() for p in r.params}
     for k, v in params.items():
         if v is None or (k == "variant" and v == "") or kinds.get(k) == "bool":
+            continue
+        if k in many and isinstance(v, (list, tuple)) and v:
+            for item in v:
+                if not isinstance(item, str):
+                    raise ParameterError(
+                        f"parameter {k!r} takes names or globs, got {type(item).__name__} {item!r}"
+                    )
+                layout.validate_name(item, k, allow_glob=k in globs)
             continue
         if not isinstance(v, str):
             raise ParameterError(f"parameter {k!r} must be a string, got {type(v).__name__} {v!r}")

@@ -64,13 +64,13 @@ class GallerySource(TableOutputs, DataSource):
         self,
         urlpath: str = DEFAULT_ROOT,
         project: str = "",
-        source: str = "",
+        source: Any = "",
         product: str = "profiles",
         storage_options: dict[str, Any] | None = None,
         *,
-        batch: str = ALL,
-        plate: str = ALL,
-        variant: str = "",
+        batch: Any = ALL,
+        plate: Any = ALL,
+        variant: str | None = None,
         model: str | None = None,
         compartment: str | None = None,
         platemap: str | None = None,
@@ -86,11 +86,24 @@ class GallerySource(TableOutputs, DataSource):
         metadata_root: str | None = None,
         metadata_verify: bool = True,
         metadata_release: str | None = None,
+        metadata_cache: str | None = None,
+        plate_type: Any = None,
+        plates: Any = None,
+        plate_query: dict[str, Any] | None = None,
         **reader_options: Any,
     ) -> None:
-        if product not in ENTRY_TABLE:
+        loads = [n for n, r in ENTRY_TABLE.items() if r.select is not None and not r.driver]
+        if product not in loads:
             raise ParameterError(
-                f"product {product!r} is not a table product; expected one of {sorted(ENTRY_TABLE)}"
+                f"product {product!r} is not a table product; expected one of {sorted(loads)}"
+            )
+        self.row = row = ENTRY_TABLE[product]
+        if row.level == "project":  # source, batch, plate choose among the project's plates
+            source = source or ALL
+        elif plate_type is not None or plates is not None or plate_query:
+            raise ParameterError(
+                f"plate_type=, plates= and plate_query= choose plates of a project-level entry "
+                f"(cat[{project!r}]['profiles']), not of {project}/{source}/{product}"
             )
         unknown = set(reader_options) - set(_READER_OPTIONS)
         if unknown:
@@ -109,8 +122,15 @@ class GallerySource(TableOutputs, DataSource):
             "platemap": platemap,
             "subset": subset,
             "version": version,
+            "plate_type": plate_type,
         }
-        validate_params(params)  # before any request is made
+        validate_params(params, row)  # before any request is made
+        if plates is not None:
+            from .plates import pairs_of
+
+            pairs_of(plates)  # a clear error now for a frame without source/plate columns
+        self.plate_frame = plates
+        self.plate_query = dict(plate_query or {}) or None
         self.root = urlpath
         self.params = params
         self.product = product
@@ -122,37 +142,70 @@ class GallerySource(TableOutputs, DataSource):
             urlpath, storage_options, listing_ttl=listing_ttl, cache_dir=cache_dir
         )
         self._refs: list[FileRef] | None = None
+        self._view: Any = None
         self._inner: Any = None
+        self.metadata_options = {
+            "metadata_root": metadata_root or None,
+            "metadata_verify": bool(metadata_verify),
+            "metadata_release": metadata_release or None,
+            "metadata_cache": metadata_cache or None,
+        }
         # annotate=: the JUMP tables (cpg0016) or the platemaps (see intake_cpg.annotation_sources;
         # imported here, not at module level: `import intake` loads this module and must stay
         # free of pandas)
         from .annotation_sources import AnnotationRequest
 
-        self.annotation = AnnotationRequest.make(
-            annotate,
-            project,
-            metadata_root=metadata_root or None,
-            metadata_verify=metadata_verify,
-            metadata_release=metadata_release or None,
-        )
+        self.annotation = AnnotationRequest.make(annotate, project, **self.metadata_options)
         super().__init__(metadata=metadata)
 
     # -- resolution -------------------------------------------------------------------------
     @property
     def where(self) -> str:
         p = self.params
+        if self.row.level == "project":
+            return f"{p['project']}/{self.row.entry_name}"
         return f"{p['project']}/{p['source']}/{self.product}"
+
+    def view(self) -> Any:
+        """What the row's selector sees: a :class:`~intake_cpg.entries.SourceView`, or for a
+        project-level row a :class:`~intake_cpg.entries.ProjectView` (made once)."""
+        if self._view is None:
+            p, gallery = self.params, Gallery(self.storage)
+            if self.row.level == "project":
+                from .project import project_view
+
+                self._view = project_view(
+                    gallery,
+                    p["project"],
+                    self.metadata_options,
+                    query=self.plate_query,
+                    strict=self.strict,
+                )
+            else:
+                self._view = SourceView(gallery, p["project"], p["source"], strict=self.strict)
+        return self._view
 
     def file_refs(self) -> list[FileRef]:
         """The files this source loads, with what their listing said (listing what it must, once)."""
         if self._refs is None:
-            p = self.params
-            view = SourceView(Gallery(self.storage), p["project"], p["source"], strict=self.strict)
-            row = ENTRY_TABLE[self.product]
-            assert row.select is not None  # the entry-table contract test checks every row
-            self._refs = row.select(view, p)
+            assert self.row.select is not None  # the entry-table contract test checks every row
+            self._refs = self.row.select(self.view(), {**self.params, "plates": self.plate_frame})
             log.debug("%s resolved to %d file(s)", self.where, len(self._refs))
         return self._refs
+
+    def plates(self) -> Any:
+        """The plates this source loads (``Metadata_Source, Metadata_Batch, Metadata_Plate``;
+        for a project-level entry, its rows of the plates table, plate type and variants too).
+        """
+        if self.row.level == "project":
+            from .entries import chosen_plates
+
+            return chosen_plates(
+                self.view(), self.row.name, {**self.params, "plates": self.plate_frame}
+            )
+        from .annotation_sources import plates_of_keys
+
+        return plates_of_keys(self.file_keys())
 
     def file_keys(self) -> list[str]:
         """Root-relative keys of the files this source loads."""
@@ -217,9 +270,7 @@ class GallerySource(TableOutputs, DataSource):
         ddf = self._loader().to_dask()
         if self.annotation is None:
             return ddf
-        from .annotation_sources import plates_of_keys
-
-        plates = plates_of_keys(self.file_keys())
+        plates = self.plates()
         return self.annotation.apply(ddf, Gallery(self.storage), plates if len(plates) else None)
 
     def read(self) -> Any:

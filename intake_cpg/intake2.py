@@ -57,6 +57,8 @@ from .storage import DEFAULT_ROOT
 __all__ = [
     "ENTRIES",
     "OUTPUTS",
+    "CPGSource",
+    "CPGSourceReader",
     "CellPaintingGallery",
     "GalleryCatalogReader",
     "GalleryTableData",
@@ -105,14 +107,15 @@ class EntryDescription:
 
 
 #: One description per row of the entry table (:data:`intake_cpg.entries.ENTRY_TABLE`) that
-#: loads as a table or is a catalog of tables; a row added to the table gets its data type
-#: and readers from this line.
+#: loads as a gallery table or is a catalog of them; a row added to the table gets its data
+#: type and readers from this line. (Rows with their own v1 ``driver``, a project's plates
+#: table and metadata catalog, are read through :class:`CPGSourceReader`.)
 ENTRIES: tuple[EntryDescription, ...] = tuple(
     EntryDescription.of(
         row.name, tuple(p.name for p in row.params), catalog=row.output == "catalog"
     )
     for row in ENTRY_TABLE.values()
-    if row.output in ("table", "catalog")
+    if row.output in ("table", "catalog") and not row.driver
 )
 
 
@@ -230,18 +233,22 @@ class GalleryTableData(_GalleryLocation):
         cache_dir: str | None = None,
         listing_ttl: float = 3600.0,
         metadata: dict[str, Any] | None = None,
+        metadata_options: dict[str, Any] | None = None,
         **reader_arguments: Any,
     ) -> None:
         # Intake 2 hands a catalog's parameter values (``cat(batch=...)``) to every data
         # description as well as to the reader; the reader checks them, the data ignores them.
         layout.validate_name(project, "project")
-        layout.validate_name(source, "source")
+        if source:  # project-level entries span the sources (``source`` is their parameter)
+            layout.validate_name(source, "source")
         if subset is not None:
             layout.validate_name(subset, "subset")
         self.project = project
         self.source = source
         self.subset = subset
         self.etag = etag or None
+        # where annotate= and the project-level entries find the JUMP metadata (when set)
+        self.metadata_options = dict(metadata_options or {}) or None
         super().__init__(url, storage_options, cache_dir, listing_ttl, metadata)
 
 
@@ -284,7 +291,7 @@ class GalleryTableReader(BaseReader):
                 f"{list(_READER_OPTIONS)}"
             )
         names = {k: v for k, v in cls._chosen(kwargs).items() if k != "verify"}
-        validate_params(names)  # before any request is made
+        validate_params(names, ENTRY_TABLE[cls.entry.name])  # before any request is made
 
     @classmethod
     def _chosen(cls, kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -300,12 +307,13 @@ class GalleryTableReader(BaseReader):
         self._check(kwargs)
         fixed = {k: getattr(data, k) for k in self.entry.fixed}
         options = {k: v for k, v in kwargs.items() if k in _READER_OPTIONS}
+        where = {"project": data.project, **({"source": data.source} if data.source else {})}
         src = GallerySource(
-            project=data.project,
-            source=data.source,
+            **where,
             product=self.entry.name,
             metadata=dict(self.metadata),
             **data._storage(),
+            **(data.metadata_options or {}),
             **fixed,
             **self._chosen(kwargs),
             **options,
@@ -403,6 +411,116 @@ def reader_class(entry: str, output: str = "pandas") -> type[GalleryTableReader]
     if output not in OUTPUTS:
         raise not_found("output", output, list(OUTPUTS), "intake_cpg.intake2")
     return READER_CLASSES[(entry, output)]
+
+
+class CPGSource(datatypes.BaseData):
+    """An intake-cpg v1 data source or catalog, by class and arguments: the entries that are
+    not gallery tables (a project's ``plates`` table, its JUMP ``metadata`` catalog and the
+    tables in it). Only intake-cpg's own classes are opened."""
+
+    structure = {"table"}
+
+    def __init__(
+        self,
+        driver: str,
+        args: dict[str, Any] | None = None,
+        storage_options: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(driver, str) or not driver.startswith(__package__ + "."):
+            raise ParameterError(
+                f"CPGSource opens intake-cpg's own sources only, got driver {driver!r}"
+            )
+        self.driver = driver
+        self.args = dict(args or {})
+        self.storage_options = dict(storage_options or {}) or None
+        super().__init__(metadata=metadata)
+
+    def open(self, **kwargs: Any) -> Any:
+        """The v1 source or catalog."""
+        import importlib
+
+        module, _, name = self.driver.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        args = {**self.args, **kwargs}
+        if self.storage_options is not None:
+            args["storage_options"] = self.storage_options
+        return cls(**args)
+
+
+def _frame_output(output: str, frame: Any) -> Any:
+    if output == "pandas":
+        return frame
+    if output in ("polars", "polars_lazy"):
+        import polars as pl
+
+        out = pl.from_pandas(frame)
+        return out.lazy() if output == "polars_lazy" else out
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+class CPGSourceReader(BaseReader):
+    """Reads a :class:`CPGSource`: a table as ``output`` (``"pandas"``, ``"dask"``, ...), a
+    catalog as a :class:`GalleryV2Catalog` of such readers."""
+
+    implements = {CPGSource}
+    imports = {"intake_cpg"}
+    output_instance = "pandas:DataFrame"
+
+    def _read(self, data: CPGSource, output: str = "pandas", **kwargs: Any) -> Any:
+        from intake.catalog import Catalog as V1Catalog
+
+        if output not in OUTPUTS:
+            raise not_found("output", output, list(OUTPUTS), "CPGSourceReader")
+        src = data.open(**kwargs)
+        if isinstance(src, V1Catalog):
+            return _v1_catalog(src, output)
+        if output == "dask":
+            return src.to_dask()
+        return _frame_output(output, src.read())
+
+
+def _source_description(v1: Any, output: str) -> tuple[DataDescription, ReaderDescription]:
+    """The data and reader descriptions of a v1 entry opened through :class:`CPGSourceReader`."""
+    from intake.catalog import Catalog as V1Catalog
+
+    cls = v1._plugin[0]
+    args = dict(v1._open_args)
+    options = args.pop("storage_options", None)
+    data = CPGSource(f"{cls.__module__}.{cls.__name__}", args, options).to_entry()
+    catalog = issubclass(cls, V1Catalog)
+    instance = GalleryCatalogReader.output_instance if catalog else OUTPUTS[output].instance
+    reader = ReaderDescription(
+        reader=CPGSourceReader.qname(),
+        kwargs={"data": _ref(data.token), "output": output},
+        # what the entry says of itself without listing (a lazy entry's own metadata waits)
+        metadata={"description": v1._description, **dict(_listed_metadata(v1))},
+        output_instance=instance,
+    )
+    return data, reader
+
+
+def _listed_metadata(v1: Any) -> Mapping[str, Any]:
+    base = getattr(v1, "_base_metadata", None)
+    return base if base is not None else (v1._metadata or {})
+
+
+def _v1_catalog(cat: Any, output: str) -> GalleryV2Catalog:
+    """A v1 catalog of intake-cpg sources (the JUMP metadata tables) as a v2 catalog."""
+    data: dict[str, DataDescription] = {}
+    entries: dict[str, ReaderDescription] = {}
+    for name, v1 in cat._get_entries().items():
+        desc, reader = _source_description(v1, output)
+        data[desc.token] = desc
+        entries[name] = reader
+    return GalleryV2Catalog(
+        entries=entries,
+        aliases={n: n for n in entries},
+        data=data,
+        metadata={**(cat.metadata or {}), "name": cat.name},
+    )
 
 
 # =============================================================================================
@@ -599,6 +717,7 @@ def to_catalog(level: Any, output: str = "dask") -> GalleryV2Catalog:
     if output not in OUTPUTS:
         raise not_found("output", output, list(OUTPUTS), "to_intake2")
     from .catalog import _Level
+    from .gallery_source import GallerySource
 
     storage = {**level._source_args, "urlpath": level.storage.root}
     gallery_desc = CellPaintingGallery(
@@ -622,9 +741,19 @@ def to_catalog(level: Any, output: str = "dask") -> GalleryV2Catalog:
                 )
             )
             continue
+        if not issubclass(cls, GallerySource):  # the plates table, the metadata catalog
+            desc, reader = _source_description(v1, output)
+            data[desc.token] = desc
+            makers[name] = _fixed(reader)
+            continue
         entry = args.pop("product")
-        fixed = {k: args.pop(k) for k in ("project", "source", "subset", "etag") if k in args}
+        own = set(next(e.parameters for e in ENTRIES if e.name == entry))
+        ids = ("project", "source", "subset", "etag")
+        fixed = {k: args.pop(k) for k in ids if k in args and k not in own}
         where = {k: storage[k] for k in ("storage_options", "cache_dir", "listing_ttl")}
+        meta = {k: v for k, v in storage.items() if k.startswith("metadata_")}
+        if meta:
+            where["metadata_options"] = meta
         table = data_class(entry)(storage["urlpath"], **fixed, **where).to_entry()
         data[table.token] = table
         makers[name] = _table_maker(v1, table.token, reader_class(entry, output), args)

@@ -91,16 +91,20 @@ class CPGEntry(LocalCatalogEntry):
         # Roots, storage options and cache folders are passed on exactly as given: intake
         # would render them as templates (``{{ env(X) }}`` would send a variable's value to
         # whatever endpoint the text names).
+        # A list or a DataFrame given for a parameter (``source=["source_2", "source_4"]``,
+        # ``plates=frame``) is passed on as given too: a template would render it as text.
         literal = {k: self._open_args[k] for k in self._literal_keys() if k in self._open_args}
+        given = {k: v for k, v in user_parameters.items() if not _is_scalar(v)}
         templated = self._open_args
         self._open_args = {k: v for k, v in templated.items() if k not in literal}
+        scalars = {k: v for k, v in user_parameters.items() if k not in given}
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=SHELL_WARNING, category=UserWarning)
-                plugin, args = super()._create_open_args(user_parameters)
+                plugin, args = super()._create_open_args(scalars)
         finally:
             self._open_args = templated
-        return plugin, {**args, **literal}
+        return plugin, {**args, **literal, **given}
 
     def describe(self) -> dict[str, Any]:
         """Intake's description, with secret ``storage_options`` values shown as ``'***'``."""
@@ -131,6 +135,10 @@ class CPGEntry(LocalCatalogEntry):
                     where = f"entry {self._name!r}"
                     raise not_found(p.name, str(value), [str(a) for a in allowed], where) from None
         return super().get(**user_parameters)
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, bool, int, float, dict))
 
 
 def plain_parameters(params: Any) -> dict[str, Any]:

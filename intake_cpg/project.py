@@ -1,15 +1,25 @@
-"""Project-level entries: plates chosen by what they hold, across sources, annotated.
+"""Project-level entries (the ``level="project"`` rows of the entry table), Intake side.
 
-* :class:`ProjectPlatesSource` (``cat[project]["plates"]``): one row per plate of the project
-  with ``Metadata_Source, Metadata_Batch, Metadata_Plate``, ``Metadata_PlateType`` where the
-  metadata has it (cpg0016: the JUMP ``plate`` table) and the ``variants`` present (learnt from
-  one sample plate per batch, as the per-source entries learn them).
-* :class:`ProjectProfilesSource` (``cat[project]["profiles"]``): per-plate profiles of every
-  source, chosen by ``source``, ``batch``, ``plate`` (names, globs, lists), ``plate_type`` and
-  ``plates=`` (a DataFrame of source/plate pairs, e.g. the plates table filtered with pandas),
-  with the per-source loader options (``columns=``, ``filters=``, ``schema=``, ...) and
-  ``annotate=``.
-* :func:`search` / :func:`unique`: the plates table filtered and summarised, as in intake-esm.
+A project catalog lists, next to its sources, the rows of
+:data:`~intake_cpg.entries.ENTRY_TABLE` at the project level:
+
+* ``cat[project]["profiles"]``: per-plate profiles of every source, chosen by ``source``,
+  ``batch``, ``plate`` (names, globs, lists), ``plate_type`` (where the project's metadata has
+  it) and ``plates=`` (a DataFrame of source/plate pairs, e.g. the plates table filtered with
+  pandas), with the per-source loader options (``columns=``, ``filters=``, ...) and
+  ``annotate=``. It loads through :class:`~intake_cpg.gallery_source.GallerySource`, like
+  every per-source table; :class:`ProjectProfilesSource` is the same with the project's
+  signature (``catalogs/*.yaml`` name it).
+* ``cat[project]["plates"]`` (:class:`ProjectPlatesSource`): one row per plate,
+  ``Metadata_Source, Metadata_Batch, Metadata_Plate``, ``Metadata_PlateType`` where known
+  (cpg0016: the JUMP ``plate`` table) and the ``variants`` present.
+* ``cat[project]["metadata"]`` (:class:`ProjectMetadataCatalog`, JUMP projects only): one entry
+  per table of the pinned JUMP datasets release.
+
+:func:`project_view` makes the :class:`~intake_cpg.entries.ProjectView` those rows read
+(which projects have the JUMP tables is :data:`~intake_cpg.annotation_sources.PROJECT_METADATA`).
+:func:`search` and :func:`unique` filter and summarise a plates table (the project catalog has
+them as methods, as in intake-esm).
 
 Listing cost: one listing per source and batch (and one sample plate folder per batch), the
 same as opening each source's ``profiles`` entry; nothing is read until ``to_dask()``.
@@ -18,108 +28,80 @@ same as opening each source's ``profiles`` entry; nothing is read until ``to_das
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
-from intake.source.base import DataSource, Schema
 
-from . import __version__
-from .annotation_sources import AnnotationRequest, metadata_kind
-from .errors import ParameterError, not_found
+from .annotation_sources import metadata_kind
+from .entries import ENTRY_TABLE, ProjectView, validate_plate_query
+from .errors import ParameterError
 from .frame_source import FrameSource
-from .metadata.source import open_store
-from .plates import plates_table, select_plates
-from .resolve import Gallery, choose_variant
+from .gallery_source import GallerySource
+from .metadata.source import MetadataCatalog, open_store
+from .plates import select_plates
+from .resolve import Gallery
 from .storage import DEFAULT_ROOT, get_storage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProjectPlatesSource", "ProjectProfilesSource", "search", "unique"]
+__all__ = [
+    "ProjectMetadataCatalog",
+    "ProjectPlatesSource",
+    "ProjectProfilesSource",
+    "project_view",
+    "search",
+    "unique",
+]
+
+#: The options that say where a project's external metadata is (``open_store``'s parameters).
+METADATA_OPTIONS = ("metadata_root", "metadata_verify", "metadata_release", "metadata_cache")
 
 
-#: Options of every project-level source (the rest go to the profiles loader).
-_BASE_OPTIONS = (
-    "cache_dir",
-    "listing_ttl",
-    "metadata_root",
-    "metadata_verify",
-    "metadata_release",
-    "metadata_cache",
-    "metadata",
-)
+def metadata_options(**given: Any) -> dict[str, Any]:
+    """The metadata options from catalog-style arguments (``""`` means "not given")."""
+    return {
+        "metadata_root": given.get("metadata_root") or None,
+        "metadata_verify": bool(given.get("metadata_verify", True)),
+        "metadata_release": given.get("metadata_release") or None,
+        "metadata_cache": given.get("metadata_cache") or None,
+    }
 
 
-class _ProjectBase(DataSource):
-    container = "dataframe"
-    version = __version__
-    partition_access = True
+def project_view(
+    gallery: Gallery,
+    project: str,
+    options: Mapping[str, Any] | None = None,
+    *,
+    query: Mapping[str, Any] | None = None,
+    strict: bool = False,
+) -> ProjectView:
+    """The view the project-level rows read: the JUMP metadata store (opened on first use)
+    for the projects that have it, nothing for the others."""
+    store = None
+    if metadata_kind(project) == "jump":
+        opened: list[Any] = []
+        opts = metadata_options(**(options or {}))
 
-    def __init__(
-        self,
-        urlpath: str = DEFAULT_ROOT,
-        project: str = "",
-        storage_options: dict[str, Any] | None = None,
-        *,
-        cache_dir: str | None = None,
-        listing_ttl: float = 3600.0,
-        metadata_root: str | None = None,
-        metadata_verify: bool = True,
-        metadata_release: str | None = None,
-        metadata_cache: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        self.root = urlpath
-        self.project = project
-        self.storage = get_storage(
-            urlpath, storage_options, listing_ttl=listing_ttl, cache_dir=cache_dir or None
-        )
-        self.metadata_options = {
-            "metadata_root": metadata_root or None,
-            "metadata_verify": bool(metadata_verify),
-            "metadata_release": metadata_release or None,
-            "metadata_cache": metadata_cache or None,
-        }
-        self._store: Any = None
-        self._plates: pd.DataFrame | None = None
-        self._products: dict[str, Any] = {}
-        super().__init__(metadata={"project": project, **(metadata or {})})
+        def store() -> Any:
+            if not opened:
+                opened.append(open_store(**opts))
+            return opened[0]
 
-    @property
-    def store(self) -> Any:
-        """The JUMP metadata store (opened on first use)."""
-        if self._store is None:
-            self._store = open_store(**self.metadata_options)
-        return self._store
-
-    def plates(self) -> pd.DataFrame:
-        """The project's plates table (listed once per source)."""
-        if self._plates is None:
-            g = Gallery(self.storage)
-            found = []
-            for source in g.sources(self.project):
-                if "profiles" not in g.present(self.project, source, ("profiles",)):
-                    continue
-                pp = g.plate_product(self.project, source, "profiles", learn_files=True)
-                self._products[source] = pp
-                for batch, plates in pp.plates.items():
-                    for plate in plates:
-                        found.extend((source, batch, plate, v) for v in pp.variants or ("",))
-            meta = self.store.read("plate") if metadata_kind(self.project) == "jump" else None
-            self._plates = plates_table(found, meta)
-        return self._plates
+    return ProjectView(gallery, project, store=store, query=query, strict=strict)
 
 
-class ProjectPlatesSource(FrameSource, _ProjectBase):
-    """The plates of a project, one row each (see the module text)."""
+class ProjectProfilesSource(GallerySource):
+    """Per-plate profiles of a project across its sources (the project's ``profiles`` entry).
 
-    name = "cpg_project_plates"
+    The same as ``GallerySource(product="project_profiles")`` with the project's signature:
 
-    def _make_frame(self) -> pd.DataFrame:
-        return self.plates()
-
-
-class ProjectProfilesSource(_ProjectBase):
-    """Per-plate profiles of a project across its sources (see the module text)."""
+    >>> import intake_cpg, tempfile
+    >>> root = intake_cpg.build_demo(tempfile.mkdtemp()).root
+    >>> src = ProjectProfilesSource(root, "cpg0004-lincs", plate="SQ00015116")
+    >>> src.chosen().Metadata_Plate.tolist(), len(src.read())
+    (['SQ00015116'], 384)
+    """
 
     name = "cpg_project_profiles"
 
@@ -129,95 +111,107 @@ class ProjectProfilesSource(_ProjectBase):
         project: str = "",
         storage_options: dict[str, Any] | None = None,
         *,
-        source: Any = None,
-        batch: Any = None,
-        plate: Any = None,
-        plate_type: Any = None,
-        plates: pd.DataFrame | None = None,
         variant: str | None = None,
-        annotate: Any = False,
-        **options: Any,
+        **kwargs: Any,
     ) -> None:
-        base = {k: options.pop(k) for k in _BASE_OPTIONS if k in options}
-        super().__init__(urlpath, project, storage_options, **base)
-        reader_options = options
-        self.selection = {
-            "source": source or None,
-            "batch": batch or None,
-            "plate": plate or None,
-            "plate_type": plate_type or None,
-        }
-        self.plate_frame = plates
-        self.variant = variant
-        self.annotate = annotate
-        self.request = AnnotationRequest.make(annotate, project, **self.metadata_options)
-        self.reader_options = reader_options
-        self._inner: Any = None
+        kwargs.pop("product", None)
+        super().__init__(
+            urlpath,
+            project=project,
+            product="project_profiles",
+            storage_options=storage_options,
+            variant=variant,  # None: the project's default
+            **kwargs,
+        )
 
     def chosen(self) -> pd.DataFrame:
-        """The plates this source loads (rows of the plates table)."""
-        sel = {k: v for k, v in self.selection.items() if v != "*"}
-        return select_plates(
-            self.plates(), **sel, plates=self.plate_frame, where=f"{self.project} profiles"
-        )
+        """The rows of the plates table this source loads."""
+        return self.plates()
 
-    def file_urls(self) -> list[Any]:
-        """One file reference per chosen plate (the chosen variant, default per source)."""
-        g = Gallery(self.storage)
-        chosen = self.chosen()
-        urls = []
-        for source, rows in chosen.groupby("Metadata_Source", sort=True):
-            pp = self._products[source]
-            variant = self.variant if self.variant is not None else choose_variant(pp.variants)
-            if variant not in pp.files:
-                raise not_found(
-                    "variant",
-                    variant or "(bare file)",
-                    [v or "(bare file)" for v in pp.files],
-                    f"{self.project}/{source}/profiles",
-                )
-            pairs = zip(rows.Metadata_Batch, rows.Metadata_Plate, strict=True)
-            urls.extend(g.plate_file(pp, b, p, variant) for b, p in pairs)
-        return urls
 
-    def _loader(self) -> Any:
-        if self._inner is None:
-            from .sources import ProfilesSource
+class ProjectPlatesSource(FrameSource):
+    """The plates of a project, one row each (the project's ``plates`` entry).
 
-            options = self.reader_options
-            if self.request is not None:
-                options = self.request.reader_options(options)
-            self._inner = ProfilesSource(
-                self.file_urls(),
-                storage_options=self.storage.storage_options,
-                metadata=self.metadata,
-                **options,
+    ``plate_query`` narrows the table (what ``ProjectCatalog.search`` keeps).
+    """
+
+    name = "cpg_project_plates"
+
+    def __init__(
+        self,
+        urlpath: str = DEFAULT_ROOT,
+        project: str = "",
+        storage_options: dict[str, Any] | None = None,
+        *,
+        product: str = "project_plates",
+        plate_query: dict[str, Any] | None = None,
+        cache_dir: str | None = None,
+        listing_ttl: float = 3600.0,
+        metadata: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        unknown = set(options) - set(METADATA_OPTIONS)
+        if unknown:
+            raise ParameterError(
+                f"unknown option(s) {sorted(unknown)} for {project}/plates; it takes "
+                f"{list(METADATA_OPTIONS)}, plate_query, cache_dir and listing_ttl"
             )
-        return self._inner
-
-    def _get_schema(self) -> Schema:
-        ddf = self.to_dask()
-        return Schema(
-            datashape=None,
-            dtype={c: str(t) for c, t in ddf.dtypes.items()},
-            shape=(None, len(ddf.columns)),
-            npartitions=ddf.npartitions,
-            extra_metadata={},
+        self.row = ENTRY_TABLE[product]
+        self.root = urlpath
+        self.project = project
+        self.storage = get_storage(
+            urlpath, storage_options, listing_ttl=listing_ttl, cache_dir=cache_dir or None
         )
+        self.metadata_options = metadata_options(**options)
+        self.plate_query = dict(plate_query or {}) or None
+        self._view: ProjectView | None = None
+        super().__init__(metadata={"project": project, **(metadata or {})})
 
-    def to_dask(self) -> Any:
-        """The lazy dask dataframe (annotated when ``annotate=`` is given)."""
-        ddf = self._loader().to_dask()
-        if self.request is None:
-            return ddf
-        return self.request.apply(ddf, Gallery(self.storage), self.chosen())
+    def view(self) -> ProjectView:
+        if self._view is None:
+            self._view = project_view(
+                Gallery(self.storage), self.project, self.metadata_options, query=self.plate_query
+            )
+        return self._view
 
-    def _get_partition(self, i: int) -> pd.DataFrame:
-        return self.to_dask().get_partition(i).compute()
+    def _make_frame(self) -> pd.DataFrame:
+        return self.view().plates(self.row.product)
 
-    def read(self) -> pd.DataFrame:
-        """Every chosen plate, concatenated (annotated when asked)."""
-        return self.to_dask().compute()
+    def file_refs(self) -> list[Any]:
+        """The per-plate files the table describes (each plate's default variant)."""
+        assert self.row.select is not None
+        return self.row.select(self.view(), {})
+
+
+class ProjectMetadataCatalog(MetadataCatalog):
+    """The project's JUMP metadata tables (the project's ``metadata`` entry): a
+    :class:`~intake_cpg.metadata.source.MetadataCatalog` opened with the project's signature
+    (the gallery's location is accepted and not needed: the tables are not in the bucket)."""
+
+    name = "cpg_project_metadata"
+
+    def __init__(
+        self,
+        urlpath: str = DEFAULT_ROOT,
+        project: str = "",
+        storage_options: dict[str, Any] | None = None,
+        *,
+        product: str = "project_metadata",
+        cache_dir: str | None = None,
+        listing_ttl: float = 3600.0,
+        plate_query: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        kwargs = {k: v for k, v in options.items() if k not in METADATA_OPTIONS}
+        if metadata_kind(project) != "jump":
+            raise ParameterError(
+                f"{project} has no JUMP metadata tables (they exist for "
+                "cpg0016-jump and cpg0016-jump-assembled); its platemaps are per source"
+            )
+        self.project = project
+        opts = metadata_options(**options)
+        super().__init__(**opts, **kwargs)
+        self.metadata = {**(self.metadata or {}), "project": project}
 
 
 def unique(plates: pd.DataFrame) -> dict[str, list[Any]]:
@@ -246,9 +240,5 @@ def search(plates: pd.DataFrame, **query: Any) -> pd.DataFrame:
     >>> search(t, plate_type="TARGET2").Metadata_Plate.tolist()
     ['p2']
     """
-    unknown = set(query) - {"source", "batch", "plate", "plate_type"}
-    if unknown:
-        raise ParameterError(
-            f"search() takes source, batch, plate and plate_type, not {', '.join(sorted(unknown))}"
-        )
+    validate_plate_query(query)
     return select_plates(plates, **query)

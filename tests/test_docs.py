@@ -74,7 +74,7 @@ GOOD = """\
     ```{cpg-example}
     import intake
     cat = intake.open_cpg("demo-gallery")
-    print("sources:", list(cat["cpg0016-jump"]))
+    print("entries:", list(cat["cpg0016-jump"]))
     ```
 
     ```{cpg-example}
@@ -89,7 +89,9 @@ def test_examples_run_and_their_output_is_shown(tmp_path):
     proc = _build(tmp_path, GOOD)
     assert proc.returncode == 0, proc.stderr
     html = (tmp_path / "out" / "index.html").read_text()
-    assert "sources: ['source_13', 'source_2', 'source_4', 'source_5']" in html
+    # a project lists its sources, then its project-level entries (issue 14)
+    entries = "['source_13', 'source_2', 'source_4', 'source_5', 'profiles', 'plates', 'metadata']"
+    assert f"entries: {entries}" in html
     assert "did you mean" in html and "source_9" in html
 
 

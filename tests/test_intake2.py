@@ -347,7 +347,9 @@ def test_a_fresh_process_finds_the_readers_through_the_entry_point(demo_local):
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["loaded"] is True  # imported by `import intake`, through intake.imports
     assert got["pandas"] is False  # and cheaply: no pandas at import
-    assert got["n_readers"] == len(intake2.ENTRIES) * len(intake2.OUTPUTS) + 1
+    # the generated table readers, the gallery catalog reader and the reader of the entries
+    # with their own v1 class (a project's plates table and JUMP metadata catalog)
+    assert got["n_readers"] == len(intake2.ENTRIES) * len(intake2.OUTPUTS) + 2
     assert sorted(got["outputs"]) == sorted(o.instance for o in intake2.OUTPUTS.values())
     assert "CellPaintingGallery" in got["kinds"]
     assert got["rows"] == 384 and got["plate"] == ["BR00117037"]
@@ -356,8 +358,16 @@ def test_a_fresh_process_finds_the_readers_through_the_entry_point(demo_local):
 def test_every_entry_row_has_a_data_type_and_one_reader_per_output():
     from intake_cpg.entries import ENTRY_TABLE
 
-    rows = [r for r in ENTRY_TABLE.values() if r.output in ("table", "catalog")]
+    rows = [r for r in ENTRY_TABLE.values() if r.output in ("table", "catalog") and not r.driver]
     assert [e.name for e in intake2.ENTRIES] == [r.name for r in rows]
+    # rows with their own v1 class (a project's plates table, its JUMP metadata catalog) are
+    # read through CPGSourceReader, which opens only intake-cpg's classes
+    assert [r.name for r in ENTRY_TABLE.values() if r.driver] == [
+        "project_plates",
+        "project_metadata",
+    ]
+    with pytest.raises(ParameterError, match="intake-cpg's own"):
+        intake2.CPGSource("os.system", {"command": "true"})
     for entry, row in zip(intake2.ENTRIES, rows, strict=True):
         names = tuple(p.name for p in row.params)
         if row.output == "catalog":  # the first parameter names the sub-entries: a data field

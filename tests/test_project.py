@@ -182,3 +182,42 @@ def test_yaml_catalogs_take_the_metadata_parameters(demo_jump, tmp_path):
             root=demo_jump.root,
             metadata_release=str(REPO / "intake_cpg/data/jump_metadata_pins.csv"),
         )["well"].read()
+
+
+# ------------------------------------------------------------------- project-level catalog entries
+
+
+def test_project_entries_of_the_catalog_take_lists_and_a_plates_frame(demo_jump, meta):
+    import intake
+
+    project = intake.open_cpg(demo_jump.root, **meta)["cpg0016-jump"]
+    plates = project["plates"].read()
+    direct = ProjectPlatesSource(demo_jump.root, "cpg0016-jump", **meta).read()
+    pd.testing.assert_frame_equal(plates, direct)
+    # names, globs and lists reach the selector as given (not rendered as text)
+    src = project["profiles"](
+        source=["source_2", "source_1*"], plate_type="CRISPR", columns=["Metadata_Plate"]
+    )
+    assert set(src.plates().Metadata_Source) == {"source_13"}
+    assert src.read().Metadata_Plate.nunique() == len(src.plates())
+    # plates= a frame filtered with pandas, as the sample notebook does
+    target2 = plates[plates.Metadata_PlateType == "TARGET2"].groupby("Metadata_Source").head(1)
+    got = project["profiles"](plates=target2, columns=["Metadata_Plate", "Cells_AreaShape_Area"])
+    got = got.read()
+    assert sorted(got.Metadata_Plate.unique()) == sorted(target2.Metadata_Plate)
+    # a bad value is refused before any listing, naming what exists
+    with pytest.raises(ProductNotFoundError, match="did you mean 'source_4'"):
+        project["profiles"](source=["source_44"]).read()
+    with pytest.raises(ParameterError, match="'/'"):
+        project["profiles"](plate=["../x"])
+    with pytest.raises(ParameterError, match="project-level"):
+        project["source_4"]["profiles"](plate_type="TARGET2").read()
+
+
+def test_no_project_level_profiles_where_no_source_has_them(demo_jump, meta):
+    import intake
+
+    project = intake.open_cpg(demo_jump.root, **meta)["cpg0016-jump-assembled"]
+    assert project["plates"].read().empty
+    with pytest.raises(ProductNotFoundError, match="no source of cpg0016-jump-assembled holds"):
+        project["profiles"].read()

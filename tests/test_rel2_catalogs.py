@@ -66,7 +66,8 @@ def test_catalog_levels_do_not_expand_env_in_the_root(tmp_path, secret_env):
     cat = intake.open_cpg(str(weird))
     project = cat["cpg0016-jump"]
     assert SECRET not in project.storage.root
-    assert list(project) == ["source_4"]
+    # its one source, then the project-level entries (the JUMP project has its metadata)
+    assert list(project) == ["source_4", "profiles", "plates", "metadata"]
 
 
 def test_frozen_catalog_and_shipped_catalogs_hold_no_env_or_shell_template(demo_local, tmp_path):
