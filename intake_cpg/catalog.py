@@ -31,12 +31,16 @@ from intake.catalog.local import UserParameter
 from . import __version__, layout
 from .entries import (
     ENTRY_TABLE,
+    PLATE_CRITERIA,
     EntryRow,
     ProjectView,
     ResolvedParam,
     SourceView,
     describe_row,
+    plate_queries,
+    plates_of,
     validate_params,
+    validate_plate_query,
 )
 from .errors import ParameterError, ProductNotFoundError, not_found
 from .gallery_source import GallerySource
@@ -493,17 +497,17 @@ class ProjectCatalog(_Level):
         storage_options: dict[str, Any] | None = None,
         *,
         project: str,
-        plate_query: dict[str, Any] | None = None,
+        plate_query: Any = None,
         **kwargs: Any,
     ) -> None:
         layout.validate_name(project, "project")
         self.project = project
-        self.plate_query = dict(plate_query or {}) or None
+        self.plate_query = plate_queries(plate_query)
         self._view: ProjectView | None = None
         super().__init__(urlpath, storage_options, **kwargs)
         self.metadata["project"] = project
         if self.plate_query:
-            self.metadata["plate_query"] = dict(self.plate_query)
+            self.metadata["plate_query"] = self.plate_query
 
     def _default_name(self) -> str:
         return self.project
@@ -549,7 +553,7 @@ class ProjectCatalog(_Level):
     def _project_entry(self, row: EntryRow) -> Any:
         args = {**self._source_args, "project": self.project, "product": row.name}
         if self.plate_query:
-            args["plate_query"] = dict(self.plate_query)
+            args["plate_query"] = self.plate_query
         md = {"project": self.project, "product": row.entry_name, "level": row.level}
         if row.output == "catalog":
             return CPGEntry(row.entry_name, row.description, _driver(row), args=args, metadata=md)
@@ -570,6 +574,42 @@ class ProjectCatalog(_Level):
             return [_user_parameter(p) for p in params], md
 
         return resolve
+
+    # -- the plates table, intake-esm style ----------------------------------------------------
+    def plates(self) -> pd.DataFrame:
+        """The project's plates table (one row per plate; see :mod:`intake_cpg.plates`)."""
+        return plates_of(self.view()).copy()
+
+    def unique(self) -> dict[str, list[Any]]:
+        """The distinct values of each plates-table column (as intake-esm's ``unique``)."""
+        from .project import unique
+
+        return unique(plates_of(self.view()))
+
+    def search(self, text: str | None = None, depth: int = 1, **query: Any) -> Catalog:
+        """With plate criteria (``source``, ``batch``, ``plate``, ``plate_type``: names, globs
+        or lists), this project narrowed to the matching plates: its ``profiles`` load them,
+        its ``plates`` table lists them, searches chain. Otherwise, entries of this level by
+        name and fields, as at every level.
+        """
+        criteria = {k: v for k, v in query.items() if k in PLATE_CRITERIA}
+        if not criteria:
+            return super().search(text, depth, **query)
+        if text is not None or len(criteria) != len(query):
+            raise ParameterError(
+                f"search() on a project takes either plate criteria ({', '.join(PLATE_CRITERIA)}) "
+                f"or an entry name and fields, not both; got text={text!r} and "
+                f"{', '.join(sorted(query))}"
+            )
+        validate_plate_query(criteria)
+        found = ProjectCatalog(
+            **self._child_args,
+            project=self.project,
+            plate_query=[*self.plate_query, criteria],  # chained searches narrow in turn
+            name=f"{self.name}_search",
+        )
+        plates_of(found.view())  # criteria that match nothing fail here, naming what exists
+        return found
 
 
 class _SourceLevel(_Level):

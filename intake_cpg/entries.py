@@ -61,6 +61,7 @@ __all__ = [
     "describe_row",
     "chosen_plates",
     "partition_refs",
+    "plate_queries",
     "plates_of",
     "validate_params",
     "validate_plate_query",
@@ -112,8 +113,9 @@ class ProjectView:
     ``store`` gives the project's external metadata (the JUMP tables, an object with
     ``tables`` and ``read(name)``), or is ``None`` for a project without it; the adapter
     that makes the view decides which (:func:`intake_cpg.project.project_view`), so this module
-    reads no metadata. ``query`` narrows the plates table before any row sees it (what
-    ``ProjectCatalog.search(plate_type=...)`` keeps). Like a :class:`SourceView`, a view lives
+    reads no metadata. ``query`` (plate criteria, or a list of them applied in turn) narrows
+    the plates table before any row sees it (what ``ProjectCatalog.search(plate_type=...)``
+    keeps). Like a :class:`SourceView`, a view lives
     for one resolution and learns each source's per-plate product once.
     """
 
@@ -123,13 +125,13 @@ class ProjectView:
         project: str,
         *,
         store: Callable[[], Any] | None = None,
-        query: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         strict: bool = False,
     ) -> None:
         self.gallery = gallery
         self.project = layout.validate_name(project, "project")
         self.strict = strict
-        self.query = dict(query or {})
+        self.query = plate_queries(query)
         self._store = store
         self._sources: dict[str, SourceView] = {}
         self._plates: dict[str, pd.DataFrame] = {}
@@ -176,8 +178,8 @@ class ProjectView:
                     found.extend((source, batch, p, v) for p in names for v in pp.variants or ("",))
             meta = self.store().read("plate") if self.has_metadata and found else None
             table = plates_table(found, meta)
-            if self.query:
-                table = select_plates(table, **self.query, where=self.where("plates"))
+            for q in self.query:
+                table = select_plates(table, **q, where=self.where("plates"))
             self._plates[product] = table
         return self._plates[product]
 
@@ -485,6 +487,24 @@ def plates_of(view: ProjectView) -> pd.DataFrame:
     return _table_of(view, "project_plates")
 
 
+def plate_queries(query: Any) -> list[dict[str, Any]]:
+    """Plate criteria as a list of mappings applied in turn (``None`` or ``{}``: none).
+
+    >>> plate_queries({"plate_type": "TARGET2"}), plate_queries(None)
+    ([{'plate_type': 'TARGET2'}], [])
+    """
+    if not query:
+        return []
+    queries = [query] if isinstance(query, Mapping) else list(query)
+    out = []
+    for q in queries:
+        if not isinstance(q, Mapping):
+            raise ParameterError(f"plate_query= takes plate criteria (a mapping), got {q!r}")
+        validate_plate_query(q)
+        out.append({k: list(v) if isinstance(v, tuple) else v for k, v in q.items()})
+    return out
+
+
 def validate_plate_query(query: Mapping[str, Any]) -> None:
     """Refuse plate criteria other than :data:`PLATE_CRITERIA`, and values that are not names,
     globs or lists of them, before any request is made.
@@ -657,7 +677,7 @@ def _project_metadata(view: ProjectView, bound: Bound) -> dict[str, Any]:
     if "Metadata_PlateType" in table.columns:
         md["plate_types"] = sorted(set(table.Metadata_PlateType.dropna()))
     if view.query:
-        md["query"] = dict(view.query)
+        md["plate_query"] = view.query
     return md
 
 

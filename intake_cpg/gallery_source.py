@@ -89,7 +89,7 @@ class GallerySource(TableOutputs, DataSource):
         metadata_cache: str | None = None,
         plate_type: Any = None,
         plates: Any = None,
-        plate_query: dict[str, Any] | None = None,
+        plate_query: Any = None,
         **reader_options: Any,
     ) -> None:
         loads = [n for n, r in ENTRY_TABLE.items() if r.select is not None and not r.driver]
@@ -130,7 +130,9 @@ class GallerySource(TableOutputs, DataSource):
 
             pairs_of(plates)  # a clear error now for a frame without source/plate columns
         self.plate_frame = plates
-        self.plate_query = dict(plate_query or {}) or None
+        from .entries import plate_queries
+
+        self.plate_query = plate_queries(plate_query)
         self.root = urlpath
         self.params = params
         self.product = product

@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from .annotation_sources import metadata_kind
-from .entries import ENTRY_TABLE, ProjectView, validate_plate_query
+from .entries import ENTRY_TABLE, ProjectView, plate_queries, validate_plate_query
 from .errors import ParameterError
 from .frame_source import FrameSource
 from .gallery_source import GallerySource
@@ -73,7 +73,7 @@ def project_view(
     project: str,
     options: Mapping[str, Any] | None = None,
     *,
-    query: Mapping[str, Any] | None = None,
+    query: Any = None,
     strict: bool = False,
 ) -> ProjectView:
     """The view the project-level rows read: the JUMP metadata store (opened on first use)
@@ -132,7 +132,8 @@ class ProjectProfilesSource(GallerySource):
 class ProjectPlatesSource(FrameSource):
     """The plates of a project, one row each (the project's ``plates`` entry).
 
-    ``plate_query`` narrows the table (what ``ProjectCatalog.search`` keeps).
+    ``plate_query`` (plate criteria, or a list of them) narrows the table (what
+    ``ProjectCatalog.search`` keeps).
     """
 
     name = "cpg_project_plates"
@@ -144,7 +145,7 @@ class ProjectPlatesSource(FrameSource):
         storage_options: dict[str, Any] | None = None,
         *,
         product: str = "project_plates",
-        plate_query: dict[str, Any] | None = None,
+        plate_query: Any = None,
         cache_dir: str | None = None,
         listing_ttl: float = 3600.0,
         metadata: dict[str, Any] | None = None,
@@ -163,7 +164,7 @@ class ProjectPlatesSource(FrameSource):
             urlpath, storage_options, listing_ttl=listing_ttl, cache_dir=cache_dir or None
         )
         self.metadata_options = metadata_options(**options)
-        self.plate_query = dict(plate_query or {}) or None
+        self.plate_query = plate_queries(plate_query)
         self._view: ProjectView | None = None
         super().__init__(metadata={"project": project, **(metadata or {})})
 
@@ -199,7 +200,7 @@ class ProjectMetadataCatalog(MetadataCatalog):
         product: str = "project_metadata",
         cache_dir: str | None = None,
         listing_ttl: float = 3600.0,
-        plate_query: dict[str, Any] | None = None,
+        plate_query: Any = None,
         **options: Any,
     ) -> None:
         kwargs = {k: v for k, v in options.items() if k not in METADATA_OPTIONS}

@@ -221,3 +221,37 @@ def test_no_project_level_profiles_where_no_source_has_them(demo_jump, meta):
     assert project["plates"].read().empty
     with pytest.raises(ProductNotFoundError, match="no source of cpg0016-jump-assembled holds"):
         project["profiles"].read()
+
+
+# --------------------------------------------------------- search() and unique() on the project
+
+
+def test_project_search_narrows_to_plates_and_chains(demo_jump, meta, tmp_path):
+    import intake
+
+    project = intake.open_cpg(demo_jump.root, **meta)["cpg0016-jump"]
+    table = project.plates()
+    assert project.unique() == unique(table)
+    found = project.search(plate_type="TARGET2")
+    assert list(found) == list(project)  # the same entries, narrowed
+    want = search(table, plate_type="TARGET2")
+    pd.testing.assert_frame_equal(found.plates(), want)
+    pd.testing.assert_frame_equal(found["plates"].read(), want)
+    assert found.unique()["Metadata_PlateType"] == ["TARGET2"]
+    loaded = found["profiles"](columns=["Metadata_Source", "Metadata_Plate"]).read()
+    assert sorted(loaded.Metadata_Plate.unique()) == sorted(want.Metadata_Plate)
+    # searches chain: each narrows what the last one kept
+    again = found.search(source=["source_4", "source_?"])
+    assert set(again.plates().Metadata_Source) == {"source_4"}
+    assert set(again.plates().Metadata_PlateType) == {"TARGET2"}
+    # the narrowed project freezes with its criteria
+    path = tmp_path / "target2.yaml"
+    again.save(str(path))
+    frozen = intake.open_catalog(str(path))
+    pd.testing.assert_frame_equal(frozen["plates"].read(), again.plates())
+    # criteria that match nothing name what exists; names and plate criteria do not mix
+    with pytest.raises(ProductNotFoundError, match="did you mean 'TARGET2'"):
+        project.search(plate_type="TARGET")
+    with pytest.raises(ParameterError, match="not both"):
+        project.search("source", plate_type="TARGET2")
+    assert list(project.search("source_1")) == ["source_13"]  # entry names, as at every level
