@@ -554,7 +554,7 @@ class ProjectCatalog(_Level):
         args = {**self._source_args, "project": self.project, "product": row.name}
         if self.plate_query:
             args["plate_query"] = self.plate_query
-        md = {"project": self.project, "product": row.entry_name, "level": row.level}
+        md = {"project": self.project, "product": row.name, "kind": "entry"}
         if row.output == "catalog":
             return CPGEntry(row.entry_name, row.description, _driver(row), args=args, metadata=md)
         args.update({p.name: "{{ " + p.name + " }}" for p in row.params})

@@ -256,6 +256,8 @@ def open_root(args: argparse.Namespace) -> Any:
         urlpath=args.root,
         storage_options=storage_options(args) or None,
         cache_dir=args.cache_dir,
+        metadata_root=args.metadata_root,
+        metadata_release=args.metadata_release,
     )
     if args.refresh:  # forget cached listings, in memory and in --cache-dir, then list again
         cat.refresh()
@@ -937,6 +939,19 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
     g.add_argument("--cache-dir", metavar="DIR", help="keep listings on disk in DIR", **d)
     g.add_argument(
+        "--metadata-root",
+        metavar="URL",
+        help="JUMP metadata mirror (a folder or http(s) URL laid out like the datasets "
+        "repository's metadata/; default: the pinned files from GitHub, cached)",
+        **d,
+    )
+    g.add_argument(
+        "--metadata-release",
+        metavar="FILE",
+        help="pin table of that mirror (default: the pins packaged with intake-cpg)",
+        **d,
+    )
+    g.add_argument(
         "--refresh", action="store_true", help="list again instead of using cached listings", **d
     )
     g.add_argument(
@@ -951,6 +966,8 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
     "endpoint_url": None,
     "storage_option": None,
     "cache_dir": None,
+    "metadata_root": None,
+    "metadata_release": None,
     "refresh": False,
     "verbose": 0,
     "quiet": False,

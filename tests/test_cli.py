@@ -570,3 +570,19 @@ def test_export_gathers_partitions_into_row_groups(server, tmp_path):
     names = meta.schema.names
     stats = {names[i]: meta.row_group(0).column(i).is_stats_set for i in range(len(names))}
     assert stats["Metadata_Plate"] and not stats[names[-1]]
+
+
+def test_project_level_entries_from_the_command_line(demo_jump):
+    """A project lists its project-level entries; their CLI path is source/batch/plate."""
+    opts = ["--root", demo_jump.root, "--metadata-root", demo_jump.metadata_root]
+    opts += ["--metadata-release", demo_jump.metadata_release]
+    rows = json.loads(ok(run(*opts, "ls", "cpg0016-jump", "--json")))
+    sources = sorted(set(demo_jump.plates[demo_jump.plates.project == "cpg0016-jump"].source))
+    assert [r["name"] for r in rows] == [*sources, "profiles", "plates", "metadata"]
+    assert [r["kind"] for r in rows[-3:]] == ["entry"] * 3
+    rows = json.loads(ok(run(*opts, "ls", "cpg0016-jump/profiles", "--json")))
+    assert [r["name"] for r in rows] == sources
+    text = ok(run(*opts, "head", "cpg0016-jump/profiles/source_4", "-p", "plate_type=TARGET2"))
+    assert "BR00121437" in text  # the demo's one TARGET2 plate of source_4
+    tables = json.loads(ok(run(*opts, "ls", "cpg0016-jump/metadata", "--json")))
+    assert "well" in [r["name"] for r in tables]

@@ -314,11 +314,22 @@ class ParametersDirective(SphinxDirective):
     def run(self) -> list[nodes.Node]:
         import intake
 
+        from intake_cpg.entries import ENTRY_TABLE
+
         with _in_workdir():
-            cat = intake.open_cpg(DEMO_NAME)
+            mirror = f"{DEMO_NAME}/jump-metadata"
+            cat = intake.open_cpg(
+                DEMO_NAME,
+                metadata_root=f"{mirror}/metadata",
+                metadata_release=f"{mirror}/pins.csv",
+            )
             seen: dict[str, Any] = {}
             for project in cat:
-                for source in cat[project]:
+                level = cat[project]
+                for row in ENTRY_TABLE.at_level("project"):  # the entries next to the sources
+                    if row.output == "table" and row.entry_name in level:
+                        seen.setdefault(f"<project>/{row.entry_name}", level[row.entry_name])
+                for source in level.gallery.sources(project):
                     for product in cat[project][source]:
                         entry = cat[project][source][product]
                         if product == "profiles_assembled":
