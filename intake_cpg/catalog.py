@@ -673,7 +673,7 @@ class SourceCatalog(_SourceLevel):
             entries[row.name] = LazyEntry(
                 row.name,
                 row.description,
-                GallerySource,
+                _driver(row),
                 args=args,
                 resolve=self._resolver(row),
                 metadata=md,

@@ -801,6 +801,9 @@ def build_demo(
                 )
             )
 
+    # ---- cpg0016-jump raw images: a few tiny real-named files of two microscopes
+    tasks += _image_tasks(writer, stage, selected, seed)
+
     # ---- cpg0004-lincs
     tasks += _lincs_tasks(writer, small, plates_per_batch, seed, plate_rows)
 
@@ -848,6 +851,66 @@ def build_demo(
     )
     log.info("%s", demo.summary())
     return demo
+
+
+#: Sources whose first demo plate gets raw images: a Yokogawa plate (folder = plate) and a
+#: Phenix plate (folder with the measurement suffix). Not source_4, whose entries tests count.
+_IMAGE_PLATES = (
+    ("source_13", "{plate}", "{plate}_{well}_T0001F{site:03d}L01A01Z01C{channel:02d}.tif"),
+    (
+        "source_5",
+        "{plate}__2021-06-29T06_41_33-Measurement1/Images",
+        "r{row:02d}c{col:02d}f{site:02d}p01-ch{channel}sk1fk1fl1.tiff",
+    ),
+)
+
+
+def _tiny_tiff(value: int) -> bytes:
+    """A valid 1x1 8-bit grayscale baseline TIFF holding ``value``."""
+    import struct
+
+    tags = [  # (tag, type: 3 SHORT / 4 LONG, value)
+        (256, 3, 1),  # ImageWidth
+        (257, 3, 1),  # ImageLength
+        (258, 3, 8),  # BitsPerSample
+        (259, 3, 1),  # Compression: none
+        (262, 3, 1),  # PhotometricInterpretation: black is zero
+        (273, 4, 8 + 2 + 12 * 9 + 4),  # StripOffsets: just after the IFD
+        (277, 3, 1),  # SamplesPerPixel
+        (278, 3, 1),  # RowsPerStrip
+        (279, 4, 1),  # StripByteCounts
+    ]
+    ifd = struct.pack("<H", len(tags)) + b"".join(
+        struct.pack("<HHI", t, k, v) if k == 4 else struct.pack("<HHIHH", t, k, 1, v, 0)
+        for t, k, v in tags
+    )
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + bytes([value % 256])
+
+
+def _image_tasks(
+    writer: _Writer, stage: pd.DataFrame, selected: pd.DataFrame, seed: int
+) -> list[Callable[[], None]]:
+    """Two wells x one site x two channels of the first demo plate of each :data:`_IMAGE_PLATES`
+    source, named as each microscope names them."""
+    tasks: list[Callable[[], None]] = []
+    rows = pd.concat([stage, selected]).drop_duplicates(["source", "batch", "plate"])
+    for source, folder_t, name_t in _IMAGE_PLATES:
+        first = rows[rows.source == source].sort_values(["batch", "plate"]).iloc[0]
+        folder = folder_t.format(plate=first.plate)
+        base = f"cpg0016-jump/{source}/images/{first.batch}/images/{folder}"
+        for well in WELLS[:2]:
+            for channel in (1, 2):
+                name = name_t.format(
+                    plate=first.plate,
+                    well=well,
+                    row=ord(well[0]) - 64,
+                    col=int(well[1:]),
+                    site=1,
+                    channel=channel,
+                )
+                data = _tiny_tiff(seed + channel)
+                tasks.append(functools.partial(writer.put, f"{base}/{name}", data))
+    return tasks
 
 
 def _write_profile(

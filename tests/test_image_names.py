@@ -101,3 +101,31 @@ def test_images_table_from_s3(make_bucket, s3_admin, s3_options):
     assert set(one.plate_folder) == {"BR1__2021-05-13T13_37_20-Measurement1"}
     every = ImagesSource(bucket, "cpg0016-jump", "source_4", s3_options, all_files=True).read()
     assert len(every) == 4 and every.scheme.isna().sum() == 1
+
+
+def test_images_of_the_demo_parse_to_their_fields(demo_local):
+    """The demo's real-named images of two microscopes: parse_key gives the plate without the
+    measurement suffix, the folder as named, well, site and channel."""
+    from pathlib import Path
+
+    from intake_cpg.images import ImagesSource
+    from intake_cpg.layout import parse_key
+
+    for source, scheme in (("source_5", "phenix"), ("source_13", "yokogawa")):
+        df = ImagesSource(demo_local.root, "cpg0016-jump", source).read()
+        assert len(df) == 4 and set(df.scheme) == {scheme}, source
+        assert sorted(set(df.Metadata_Well)) == ["A01", "A02"] and set(df.channel) == {"1", "2"}
+        for row in df.itertuples():
+            p = parse_key(row.key)
+            assert (p.product, p.plate, p.plate_folder, p.well, p.site, p.channel) == (
+                "images",
+                row.Metadata_Plate,
+                row.plate_folder,
+                row.Metadata_Well,
+                "1",
+                row.channel,
+            )
+            assert Path(demo_local.root, row.key).read_bytes()[:4] == b"II*\x00"  # a TIFF
+    phenix = ImagesSource(demo_local.root, "cpg0016-jump", "source_5").read()
+    assert phenix.plate_folder.str.endswith("-Measurement1").all()
+    assert not phenix.Metadata_Plate.str.contains("__").any()

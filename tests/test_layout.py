@@ -150,9 +150,26 @@ REAL_KEYS: list[tuple[str, dict[str, str]]] = [
         {
             "product": "images",
             "batch": "2020_11_04_CPJUMP1",
-            "plate": "BR00116991__2020-11-05T19_51_35-Measurement1",
+            # the plate without the Phenix measurement suffix; the folder as named (issue 14)
+            "plate": "BR00116991",
+            "plate_folder": "BR00116991__2020-11-05T19_51_35-Measurement1",
+            "well": "A01",
+            "site": "1",
+            "channel": "5",
             "filename": "r01c01f01p01-ch5sk1fk1fl1.tiff",
             "extension": "tiff",
+        },
+    ),
+    (
+        "cpg0016-jump/source_13/images/20220914_Run1/images/CP-CC9-R1-04/"
+        "CP-CC9-R1-04_P24_T0001F009L01A02Z01C02.tif",
+        {
+            "product": "images",
+            "plate": "CP-CC9-R1-04",
+            "plate_folder": "CP-CC9-R1-04",
+            "well": "P24",
+            "site": "9",
+            "channel": "2",
         },
     ),
     (

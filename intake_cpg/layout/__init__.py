@@ -77,7 +77,7 @@ from .names import (
     validate_name,
     version_key,
 )
-from .table import FIELD_PATTERNS, FIELDS, PRODUCT_TABLE, PRODUCTS, ProductRow
+from .table import FIELD_PATTERNS, FIELDS, PARSED_FIELDS, PRODUCT_TABLE, PRODUCTS, ProductRow
 from .templates import PRODUCT_SPECS, GalleryPath, Layout, ProductSpec, format_key, parse_key
 
 __all__ = [
@@ -85,6 +85,7 @@ __all__ = [
     "FIELDS",
     "FIELD_PATTERNS",
     "MAX_NAME_BYTES",
+    "PARSED_FIELDS",
     "PRODUCTS",
     "PRODUCT_SPECS",
     "PRODUCT_TABLE",

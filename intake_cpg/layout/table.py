@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FIELDS", "FIELD_PATTERNS", "PRODUCTS", "PRODUCT_TABLE", "ProductRow"]
+__all__ = ["FIELDS", "FIELD_PATTERNS", "PARSED_FIELDS", "PRODUCTS", "PRODUCT_TABLE", "ProductRow"]
 
 #: Value patterns for fields that have a fixed shape (used when parsing and formatting).
 FIELD_PATTERNS: Mapping[str, str] = types.MappingProxyType(
@@ -44,16 +44,27 @@ def _row(name: str, tier: int, description: str, *layouts: str | tuple[str, dict
     return ProductRow(name, tier, description, norm)
 
 
+def _image_parts(found: dict[str, Any]) -> dict[str, Any]:
+    """Raw images: ``plate`` without the microscope's measurement suffix (the folder as
+    ``plate_folder``), ``well``, ``site`` and ``channel`` from the file name's scheme
+    (:mod:`intake_cpg.image_names`; None for files of no known scheme)."""
+    from ..image_names import image_fields
+
+    f = image_fields(found["plate"], found["filename"])
+    return {**found, **{k: f[k] for k in ("plate", "plate_folder", "well", "site", "channel")}}
+
+
 #: The gallery's folder convention: one row per product, the first layout of a row is its
 #: canonical one (used for ``template``, ``base`` and ``levels``). Layout options:
 #: ``fixed`` (fields a literal folder implies), ``legacy`` (parse only), ``patterns`` (extra
-#: value patterns for this layout only).
+#: value patterns for this layout only), ``refine`` (fields read from the matched ones, e.g.
+#: a raw image's well and channel from its file name).
 PRODUCT_TABLE: tuple[ProductRow, ...] = (
     _row(
         "images",
         1,
         "raw microscope images, below the full plate folder in an imager-specific structure",
-        "images/{batch}/images/{plate}/**/{filename}",
+        ("images/{batch}/images/{plate}/**/{filename}", {"refine": _image_parts}),
     ),
     _row(
         "illum",
@@ -159,6 +170,10 @@ PRODUCT_TABLE: tuple[ProductRow, ...] = (
 
 #: Every product name :func:`parse_key` can return.
 PRODUCTS: tuple[str, ...] = (*(row.name for row in PRODUCT_TABLE), "other")
+
+#: Fields of a :class:`GalleryPath` that parsing reads and formatting does not take (raw
+#: images: format them with ``plate=`` the plate folder as named).
+PARSED_FIELDS: tuple[str, ...] = ("plate_folder", "channel")
 
 #: The fields of a :class:`GalleryPath` that formatting accepts (besides ``product``).
 FIELDS: tuple[str, ...] = (

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import GalleryPathError, ParameterError
 from .names import has_glob, split_ext, split_url, validate_name
-from .table import FIELD_PATTERNS, FIELDS, PRODUCT_TABLE
+from .table import FIELD_PATTERNS, FIELDS, PARSED_FIELDS, PRODUCT_TABLE
 
 __all__ = ["PRODUCT_SPECS", "GalleryPath", "Layout", "ProductSpec", "format_key", "parse_key"]
 
@@ -58,6 +58,10 @@ class GalleryPath:
     filename: str | None = None
     extension: str | None = None
     key: str = field(default="", compare=False)
+    #: Raw images: the plate folder as named (``plate`` is the plate without the microscope's
+    #: ``__<timestamp>-Measurement<N>`` suffix) and the channel from the file name.
+    plate_folder: str | None = None
+    channel: str | None = None
 
     @property
     def stem(self) -> str | None:
@@ -74,7 +78,7 @@ class GalleryPath:
         '2021_04_26_Batch1'
         """
         out = {"product": self.product}
-        for name in FIELDS:
+        for name in (*FIELDS, *PARSED_FIELDS):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -96,6 +100,7 @@ _S_BATCH, _S_PLATE, _S_WELL, _S_SITE, _S_SUBSET = (
 _S_VERSION, _S_VARIANT, _S_MODEL, _S_FILENAME, _S_EXTENSION = (
     _slot_setter(n) for n in ("version", "variant", "model", "filename", "extension")
 )
+_S_PLATE_FOLDER, _S_CHANNEL = (_slot_setter(n) for n in ("plate_folder", "channel"))
 _new_object = object.__new__
 
 
@@ -116,6 +121,8 @@ def _make_path(product: str, key: str, project: str, source: str, r: dict) -> Ga
     _S_MODEL(p, g("model"))
     _S_FILENAME(p, g("filename"))
     _S_EXTENSION(p, g("extension"))
+    _S_PLATE_FOLDER(p, g("plate_folder"))
+    _S_CHANNEL(p, g("channel"))
     return p
 
 
@@ -144,6 +151,9 @@ class Layout:
     _eqs: tuple[tuple[int, str], ...] = field(repr=False)
     _composites: tuple[tuple[int, str | None, re.Pattern], ...] = field(repr=False)
     _leaf: tuple[str, Any, Any] = field(repr=False)
+    #: Fields read from the matched ones (raw images: plate, well, site, channel from the
+    #: plate folder and the file name), the layout row's ``refine`` option.
+    refine: Any = field(default=None, repr=False)
 
     def match(self, segs: list[str]) -> dict[str, str | None] | tuple[int, str]:
         """Match the split key ``segs`` (project and source included).
@@ -381,6 +391,7 @@ def _compile_layout(product: str, template: str, opts: Mapping[str, Any]) -> Lay
         _eqs=tuple(eqs),
         _composites=tuple(comps),
         _leaf=leaf,
+        refine=opts.get("refine"),
     )
 
 
@@ -498,6 +509,8 @@ def parse_key(key: str, strict: bool = False) -> GalleryPath:
             for lay in cands:
                 r = lay.match(segs)
                 if type(r) is dict:
+                    if lay.refine is not None:
+                        r = lay.refine(r)
                     return _make_path(lay.product, key, segs[0], segs[1], r)
                 if strict:
                     failures = failures or []
