@@ -193,6 +193,20 @@ def _user_parameter(p: ResolvedParam) -> UserParameter:
     return cls(**kwargs)
 
 
+def _lazy_entry(
+    row: EntryRow,
+    name: str,
+    args: dict[str, Any],
+    resolve: Callable[[], tuple[list[UserParameter], dict[str, Any]]],
+    metadata: dict[str, Any],
+) -> LazyEntry:
+    """The entry of a table row: its parameters templated into the driver's arguments."""
+    args = {**args, **{p.name: "{{ " + p.name + " }}" for p in row.params}}
+    return LazyEntry(
+        name, row.description, _driver(row), args=args, resolve=resolve, metadata=metadata, row=row
+    )
+
+
 def _driver(row: EntryRow) -> Any:
     """The Intake class of a row's entries: the one the row names, else the level's own."""
     if row.driver:
@@ -557,16 +571,7 @@ class ProjectCatalog(_Level):
         md = {"project": self.project, "product": row.name, "kind": "entry"}
         if row.output == "catalog":
             return CPGEntry(row.entry_name, row.description, _driver(row), args=args, metadata=md)
-        args.update({p.name: "{{ " + p.name + " }}" for p in row.params})
-        return LazyEntry(
-            row.entry_name,
-            row.description,
-            _driver(row),
-            args=args,
-            resolve=self._resolver(row),
-            metadata=md,
-            row=row,
-        )
+        return _lazy_entry(row, row.entry_name, args, self._resolver(row), md)
 
     def _resolver(self, row: EntryRow) -> Callable[[], tuple[list[UserParameter], dict[str, Any]]]:
         def resolve() -> tuple[list[UserParameter], dict[str, Any]]:
@@ -669,15 +674,7 @@ class SourceCatalog(_SourceLevel):
                 )
                 continue
             args = {**self._source_args, **ids, "product": row.name}
-            args.update({p.name: "{{ " + p.name + " }}" for p in row.params})
-            entries[row.name] = LazyEntry(
-                row.name,
-                row.description,
-                _driver(row),
-                args=args,
-                resolve=self._resolver(row),
-                metadata=md,
-            )
+            entries[row.name] = _lazy_entry(row, row.name, args, self._resolver(row), md)
         return entries
 
     def _resolver(self, row: EntryRow) -> Callable[[], tuple[list[UserParameter], dict[str, Any]]]:

@@ -51,27 +51,11 @@ def check_row(row: EntryRow, root: str, options: dict[str, Any] | None, tmp_path
     project, source = _demo_source(gallery, row)
     view = SourceView(gallery, project, source)
 
-    # parameters list their allowed values
-    bound: dict[str, Any] = {}
-    if row.output == "catalog":
-        first = row.params[0].resolve(view, {})
-        assert first.allowed, f"{row.name}: catalog row lists no {first.name}"
-        bound = {first.name: first.allowed[0]}
-    params, _ = describe_row(row, view, bound)
-    for p in params:
-        if row.param(p.name).allowed is not None:
-            assert p.allowed, f"{row.name}: parameter {p.name!r} lists no allowed values"
-    values = {**bound, **{p.name: p.default for p in params if p.default is not None}}
+    bound, values = _check_parameters(row, view)
     if row.output == "catalog":  # a child's default variant must exist in its default version
         values["variant"] = next(iter(_variants_of(row, view, values)))
 
-    # every selected key parses back to the row's product
-    refs = row.select(view, values)
-    assert refs, f"{row.name}: the selector chose no file for the defaults {values}"
-    for ref in refs:
-        assert parse_key(ref.key).product in row.products, (row.name, ref.key)
-        assert ref.path is not None and ref.path.product in row.products, (row.name, ref.key)
-        assert ref.url == st.url(ref.key)
+    _check_selection(row, view, values, st)
 
     # it loads, through the catalog
     level = intake.open_cpg(root, storage_options=options)[project][source]
@@ -94,6 +78,33 @@ def check_row(row: EntryRow, root: str, options: dict[str, Any] | None, tmp_path
     level.save(str(path))
     frozen = intake.open_catalog(str(path))
     pd.testing.assert_frame_equal(_head(frozen[name]), head)
+
+
+def _check_parameters(row: EntryRow, view: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parameters list their allowed values; gives the bound child (catalog rows) and the
+    default values."""
+    bound: dict[str, Any] = {}
+    if row.output == "catalog":
+        first = row.params[0].resolve(view, {})
+        assert first.allowed, f"{row.name}: catalog row lists no {first.name}"
+        bound = {first.name: first.allowed[0]}
+    params, _ = describe_row(row, view, bound)
+    for p in params:
+        if row.param(p.name).allowed is not None:
+            assert p.allowed, f"{row.name}: parameter {p.name!r} lists no allowed values"
+    return bound, {**bound, **{p.name: p.default for p in params if p.default is not None}}
+
+
+def _check_selection(row: EntryRow, view: Any, values: dict[str, Any], st: Any) -> list[Any]:
+    """Every selected key parses back to the row's product; gives the selected files."""
+    assert row.select is not None
+    refs = row.select(view, values)
+    assert refs, f"{row.name}: the selector chose no file for the defaults {values}"
+    for ref in refs:
+        assert parse_key(ref.key).product in row.products, (row.name, ref.key)
+        assert ref.path is not None and ref.path.product in row.products, (row.name, ref.key)
+        assert ref.url == st.url(ref.key)
+    return refs
 
 
 def _variants_of(row: EntryRow, view: SourceView, values: dict[str, Any]) -> list[str]:
@@ -147,24 +158,9 @@ def check_project_row(
     st = storage.get_storage(root, options)
     gallery = Gallery(st)
     project, view = _demo_project(gallery, row, meta)
-
-    bound: dict[str, Any] = {}
-    if row.output == "catalog":
-        first = row.params[0].resolve(view, {})
-        assert first.allowed, f"{row.name}: catalog row lists no {first.name}"
-        bound = {first.name: first.allowed[0]}
-    params, _ = describe_row(row, view, bound)
-    for p in params:
-        if row.param(p.name).allowed is not None:
-            assert p.allowed, f"{row.name}: parameter {p.name!r} lists no allowed values"
-    values = {**bound, **{p.name: p.default for p in params if p.default is not None}}
+    bound, values = _check_parameters(row, view)
     if row.select is not None:
-        refs = row.select(view, values)
-        assert refs, f"{row.name}: the selector chose no file for the defaults {values}"
-        for ref in refs:
-            assert parse_key(ref.key).product in row.products, (row.name, ref.key)
-            assert ref.path is not None and ref.path.product in row.products, (row.name, ref.key)
-            assert ref.url == st.url(ref.key)
+        refs = _check_selection(row, view, values, st)
         spanned = {r.path.source for r in refs}
         assert spanned == set(view.sources_with(row.product)), (row.name, spanned)
 
