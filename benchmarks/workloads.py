@@ -66,7 +66,7 @@ def browse_ours(a: dict[str, Any]) -> dict[str, Any]:
     one = entry.file_urls()
     t_entry = time.perf_counter() - t0
     plates = []
-    for source in sorted(project):
+    for source in sorted(s for s in project if s.startswith("source_")):  # not its own entries
         products = project[source]
         if "profiles" in products:
             plates += products["profiles"](batch="*", plate="*").file_keys()
