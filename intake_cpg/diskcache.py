@@ -221,6 +221,7 @@ class DiskCache:
                 "for an unbounded cache"
             )
         self.max_bytes = max_bytes
+        self._total: int | None = None
         self.stats: collections.Counter[str] = stats if stats is not None else collections.Counter()
         self.log = logger or log
 
@@ -277,7 +278,11 @@ class DiskCache:
             self.log.warning("could not write %s %s: %s", self.what, fn, exc)
             return False
         if self.max_bytes is not None:
-            self._evict(keep=fn)
+            # the folder is walked on the first write and whenever the running total (which
+            # over-counts replaced entries) passes the bound, not on every write
+            self._total = self.size() if self._total is None else self._total + len(blob)
+            if self._total > self.max_bytes:
+                self._evict(keep=fn)
         return True
 
     # -- bytes ----------------------------------------------------------------------------------
@@ -372,6 +377,7 @@ class DiskCache:
     def clear(self) -> None:
         """Remove every entry (the whole folder, so entries other processes wrote go too)."""
         shutil.rmtree(self.directory, ignore_errors=True)
+        self._total = None
 
     def _entries(self) -> list[tuple[float, int, str]]:
         out = []
@@ -405,3 +411,4 @@ class DiskCache:
                 continue
             total -= size
             self.stats["evicted"] += 1
+        self._total = total

@@ -22,6 +22,7 @@ are exactly those of the rest of intake-cpg) and runs on fsspec's I/O loop, with
 from __future__ import annotations
 
 import asyncio
+import atexit
 import errno
 import logging
 import re
@@ -139,21 +140,40 @@ def _anonymous_endpoint(fs: Any) -> str | None:
     return ep.rstrip("/") if ep else "https://s3.amazonaws.com"
 
 
-_SESSIONS: dict[int, Any] = {}
+_SESSIONS: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
 
 
 def _session() -> Any:
     import aiohttp
 
     loop = asyncio.get_running_loop()
-    sess = _SESSIONS.get(id(loop))
-    if sess is None or sess.closed:
-        sess = _SESSIONS[id(loop)] = aiohttp.ClientSession(
+    hit = _SESSIONS.get(id(loop))
+    if hit is None or hit[1].closed:
+        if not _SESSIONS:
+            atexit.register(close_sessions)
+        sess = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60),
         )
-    return sess
+        _SESSIONS[id(loop)] = (loop, sess)
+        return sess
+    return hit[1]
+
+
+def close_sessions() -> None:
+    """Close the plain-HTTP sessions (run at exit, so aiohttp reports no unclosed session)."""
+    while _SESSIONS:
+        _, (loop, sess) = _SESSIONS.popitem()
+        if sess.closed:
+            continue
+        try:
+            if loop.is_running():
+                asyncio.run_coroutine_threadsafe(sess.close(), loop).result(timeout=2)
+            elif not loop.is_closed():
+                loop.run_until_complete(sess.close())
+        except Exception as exc:  # at exit: never fail the interpreter's shutdown
+            log.debug("could not close an HTTP session: %s", exc)
 
 
 class _HTTPStatus(OSError):

@@ -11,11 +11,11 @@ Cost model (each listing is one request, cached by :class:`Storage`):
 * sources of a project: one listing;
 * products of a source: one listing of the source plus, concurrently, ``workspace/`` and
   ``workspace_dl/``;
-* parameters of a per-plate product: its base folder, then every batch folder concurrently,
-  then one plate folder per batch concurrently (to learn the variants and file names);
-* files of a selection: no more listings for per-plate products (the file names follow the
-  convention learnt from the sample plate); per-site products (analysis, embeddings) list the
-  selected plates' subtrees, concurrently.
+* parameters of a per-plate product: its base folder, then every batch folder concurrently
+  (a recursive listing where the product's files are learnt: the plates, a sample plate's
+  variants and file names, and the sizes and ETags the selected files are checked against);
+* files of a selection: no more listings for per-plate profile-like products; per-site
+  products (analysis, embeddings) list the selected plates' subtrees, concurrently.
 """
 
 from __future__ import annotations
@@ -178,6 +178,23 @@ def _rank(filename: str) -> int:
     return _TABLE_EXTENSIONS.index(layout.split_ext(filename)[1] or "")
 
 
+def _files_by_plate(folder: str, entries: Iterable[Entry]) -> dict[str, list[Entry]]:
+    """The files directly in each plate folder of a batch, from the batch's recursive listing
+    (a plate is a folder holding at least one file, at any depth)."""
+    out: dict[str, list[Entry]] = {}
+    base = folder.rstrip("/") + "/"
+    for e in entries:
+        if not e.key.startswith(base):
+            continue
+        plate, sep, rest = e.key[len(base) :].partition("/")
+        if not sep:
+            continue
+        own = out.setdefault(plate, [])
+        if "/" not in rest:
+            own.append(e)
+    return out
+
+
 class Gallery:
     """The browsable model of one gallery root.
 
@@ -297,14 +314,22 @@ class Gallery:
         prefix = self.base_prefix(product=product, **fixed)
         batches = tuple(self._dirs(prefix))
         pp = PlateProduct(product, prefix, batches, {}, {}, models, fixed)
-        listing = self.storage.ls_many(pp.folder(b) for b in batches)
-        plates = {b: tuple(e.name for e in listing[pp.folder(b)] if e.is_dir) for b in batches}
         files: dict[str, str] = {}
         extensions: dict[str, str] = {}
-        if learn_files:
-            samples = {pp.folder(b, ps[0]): ps[0] for b, ps in plates.items() if ps}
-            for folder, entries in self.storage.ls_many(samples).items():
-                plate = samples[folder]
+        if not learn_files:
+            listing = self.storage.ls_many(pp.folder(b) for b in batches)
+            plates = {b: tuple(e.name for e in listing[pp.folder(b)] if e.is_dir) for b in batches}
+        else:
+            # One recursive listing per batch gives its plates and a sample plate's files, and
+            # is the listing plate_files() checks the selected files against (cached).
+            found = self.storage.find_many(pp.folder(b) for b in batches)
+            plates, samples = {}, []
+            for b in batches:
+                by_plate = _files_by_plate(pp.folder(b), found[pp.folder(b)])
+                plates[b] = tuple(sorted(by_plate))
+                if plates[b]:
+                    samples.append((plates[b][0], by_plate[plates[b][0]]))
+            for plate, entries in samples:
                 for e in entries:
                     if e.is_dir or not self.is_table(e.name):
                         continue

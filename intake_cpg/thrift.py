@@ -24,6 +24,8 @@ footer with pyarrow instead.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -163,13 +165,8 @@ class Found:
         return [(c.start, c.end) for col in self.columns for c in col.chunks]
 
 
-def _schema_element(footer: bytes, name: bytes) -> bytes | None:
-    pat = b"\x18" + _enc_varint(len(name)) + name
-    hits = []
-    pos = footer.find(pat)
-    while pos >= 0:
-        hits.append(pos)
-        pos = footer.find(pat, pos + 1)
+def _schema_element(footer: bytes, hits: Sequence[int], pat_len: int) -> bytes | None:
+    """The one leaf SchemaElement whose name header (``0x18 len name``) is at one of ``hits``."""
     found = []
     for p in hits:
         # a leaf: type (field 1), [type_length (2)], repetition (3), then name (4)
@@ -182,12 +179,23 @@ def _schema_element(footer: bytes, name: bytes) -> bytes | None:
             )
             if ok:
                 try:
-                    end = _skip_rest(footer, p + len(pat), 4)
+                    end = _skip_rest(footer, p + pat_len, 4)
                 except _Bad:
                     continue
                 found.append(footer[start:end])
                 break
     return found[0] if len(found) == 1 else None
+
+
+@functools.lru_cache(maxsize=64)
+def _patterns(names: tuple[str, ...]) -> tuple[re.Pattern[bytes], re.Pattern[bytes], dict]:
+    """One regex for the chosen names' ``path_in_schema`` headers (``0x19 0x18 len name``),
+    one for their SchemaElement name headers (``0x18 len name``), and name bytes -> name:
+    a single pass over the footer finds every column (a ``bytes.find`` per name and hit was
+    twice the footer per name)."""
+    alts = b"|".join(re.escape(_enc_varint(len(n.encode())) + n.encode()) for n in names)
+    by_bytes = {_enc_varint(len(n.encode())) + n.encode(): n for n in names}
+    return re.compile(b"\x19\x18(" + alts + b")"), re.compile(b"\x18(" + alts + b")"), by_bytes
 
 
 def _skip_rest(buf: bytes, pos: int, last: int) -> int:
@@ -244,24 +252,31 @@ def find_columns(footer: bytes, names: Sequence[str]) -> Found | None:
     Columns not in the footer are left out of the result (so callers can tell "absent" only
     after a full decode: a name missing here means absent *or* not findable this way).
     """
+    wanted = tuple(dict.fromkeys(names))
+    if not wanted:
+        return Found(())
+    paths, elements, by_bytes = _patterns(wanted)
+    hits: dict[str, list[tuple[int, int]]] = {n: [] for n in wanted}
+    for m in paths.finditer(footer):
+        after = m.end()
+        if after < len(footer) and (footer[after] == 0x15 or footer[after] == 0):
+            hits[by_bytes[m.group(1)]].append((m.start(), after))
+    firsts = [h[0][0] for h in hits.values() if h]
+    if not firsts:
+        return Found(())
+    schema_hits: dict[str, list[int]] = {n: [] for n in wanted}
+    for m in elements.finditer(footer, 0, min(firsts)):  # the schema precedes every chunk
+        schema_hits[by_bytes[m.group(1)]].append(m.start())
     cols = []
     try:
-        for name in dict.fromkeys(names):
-            raw = name.encode()
-            pat = b"\x19\x18" + _enc_varint(len(raw)) + raw
-            hits = []
-            pos = footer.find(pat)
-            while pos >= 0:
-                after = pos + len(pat)
-                if after < len(footer) and (footer[after] == 0x15 or footer[after] == 0):
-                    hits.append(pos)
-                pos = footer.find(pat, pos + 1)
-            if not hits:
+        for name in wanted:
+            if not hits[name]:
                 continue
-            element = _schema_element(footer[: hits[0]], raw)
+            pat_len = 1 + len(_enc_varint(len(name.encode()))) + len(name.encode())
+            element = _schema_element(footer, schema_hits[name], pat_len)
             if element is None:
                 return None
-            chunks = tuple(_chunk(footer, h, h + len(pat)) for h in hits)
+            chunks = tuple(_chunk(footer, p, after) for p, after in hits[name])
             cols.append(Column(name, element, chunks))
     except _Bad:
         return None

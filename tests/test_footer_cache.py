@@ -45,7 +45,7 @@ def _entries(directory) -> list[str]:
     """Per-object entries of a ``footer_cache=`` folder: full footers, or (selective S3 reads,
     which decode no full footer) the read engine's warm entries under ``warm/``."""
     footers = glob.glob(os.path.join(str(directory), "*", "*.footer"))
-    warm = glob.glob(os.path.join(str(directory), "warm", "*", "[0-9a-f]*.cpgw"))
+    warm = glob.glob(os.path.join(str(directory), "warm", "objects", "*", "*.cpgw"))
     return sorted(warm or footers)
 
 

@@ -317,3 +317,39 @@ def test_bare_urls_warm_cache_checks_the_version_first(bucket, moto_server, s3_a
         s3_admin.pipe(f"{b}/p1.parquet", _bytes(new))
         again = parquet_engine.read_parquet(fs, urls, COLS, cache=cache)
         assert again[1].table.equals(new.select(COLS))  # replaced: read cold, never the old one
+
+
+def test_large_row_groups_decode_a_few_columns_at_a_time_like_pyarrow(
+    make_bucket, s3_admin, moto_server, monkeypatch
+):
+    b = make_bucket()
+    t = _table(40, rows=1000)
+    data = _bytes(t, row_group_size=250)
+    s3_admin.pipe(f"{b}/big.parquet", data)
+    batches: list[int] = []
+    real = pq.ParquetFile.read_row_groups
+
+    def counting(self, row_groups, columns=None, **kw):
+        batches.append(len(columns))
+        return real(self, row_groups, columns=columns, **kw)
+
+    monkeypatch.setattr(parquet_engine, "BATCHED_DECODE_BYTES", 1)
+    monkeypatch.setattr(parquet_engine, "DECODE_BATCH_COLUMNS", 7)
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", counting)
+    with FaultProxy(moto_server) as proxy:
+        out = parquet_engine.read_parquet(_fs(proxy.url), [f"{b}/big.parquet"], row_groups=[[0, 2]])
+    want = real(pq.ParquetFile(pa.BufferReader(data)), [0, 2])
+    assert out[0].table.equals(want) and out[0].table.schema.metadata == want.schema.metadata
+    assert batches == [7] * 6 + [2]  # 44 columns, 7 at a time
+
+
+def test_reorder_columns_moves_runs_without_copying():
+    df = pd.DataFrame(np.arange(12.0).reshape(3, 4), columns=["a", "b", "c", "d"])
+    df["Metadata_Source"] = pd.array(["s"] * 3, dtype=readers.STRING_DTYPE)
+    order = ["Metadata_Source", "a", "b", "c", "d"]
+    out = readers.reorder_columns(df, order)
+    assert out.columns.tolist() == order
+    pd.testing.assert_frame_equal(out, df[order])
+    assert np.shares_memory(out["c"].to_numpy(), df["c"].to_numpy())
+    scattered = ["d", "b", "Metadata_Source", "a", "c"]
+    pd.testing.assert_frame_equal(readers.reorder_columns(df, scattered), df[scattered])
