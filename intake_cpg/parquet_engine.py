@@ -561,27 +561,25 @@ def _polars_frame(data: bytes) -> Any:
 
     df = pl.read_parquet(io.BytesIO(data))
     names = df.columns
-    runs: list[tuple[Any, list[str]]] = []  # consecutive columns of one numeric dtype, or one
-    for name, dt in zip(names, df.dtypes, strict=True):
-        if dt.is_numeric():
-            if runs and runs[-1][0] == dt:
-                runs[-1][1].append(name)
-            else:
-                runs.append((dt, [name]))
-        elif dt == pl.String or dt == pl.Boolean:
-            runs.append((dt, [name]))
+    runs: list[list[Any]] = []  # [dtype, first, end): consecutive columns of one numeric dtype
+    for i, dt in enumerate(df.dtypes):
+        if dt.is_numeric() and runs and runs[-1][0] == dt and runs[-1][2] == i:
+            runs[-1][2] = i + 1
+        elif dt.is_numeric() or dt == pl.String or dt == pl.Boolean:
+            runs.append([dt, i, i + 1])
         else:
             return None  # lists, dates, categoricals...: pyarrow decodes those
     frames: list[pd.DataFrame] = []
-    for dt, cols in runs:  # in file order, so the result needs no reordering (a full copy)
-        if dt.is_numeric():
-            block = df.select(cols).to_numpy()
-            frames.append(pd.DataFrame(block, columns=pd.Index(cols, dtype=object), copy=False))
+    for dt, a, b in runs:  # in file order, so the result needs no reordering (a full copy)
+        if dt.is_numeric():  # sliced by position: selecting 4,762 names costs 40 ms more
+            block = df[:, a:b].to_numpy()
+            cols = pd.Index(names[a:b], dtype=object)
+            frames.append(pd.DataFrame(block, columns=cols, copy=False))
         elif dt == pl.String:
-            arr = pa.array(df.get_column(cols[0]).to_arrow()).cast(pa.string())
-            frames.append(pd.DataFrame({cols[0]: pd.array(arr, dtype=STRING_DTYPE)}))
+            arr = pa.array(df.to_series(a).to_arrow()).cast(pa.string())
+            frames.append(pd.DataFrame({names[a]: pd.array(arr, dtype=STRING_DTYPE)}))
         else:
-            frames.append(pd.DataFrame({cols[0]: df.get_column(cols[0]).to_pandas()}))
+            frames.append(pd.DataFrame({names[a]: df.to_series(a).to_pandas()}))
     if not frames:
         return pd.DataFrame(index=pd.RangeIndex(df.height))
     return frames[0] if len(frames) == 1 else pd.concat(frames, axis=1)
