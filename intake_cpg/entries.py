@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import layout
 from .errors import ParameterError, ProductNotFoundError, not_found
+from .image_names import plate_of_folder
 from .refs import FileRef
 from .resolve import ALL, Gallery, PlateProduct, choose_variant, match_names, newest_version
 
@@ -53,6 +54,7 @@ __all__ = [
     "ENTRY_TABLE",
     "EntryRow",
     "EntryTable",
+    "IMAGE_FILTERS",
     "Param",
     "Partitioning",
     "ProjectView",
@@ -403,6 +405,66 @@ def _select_embeddings(view: SourceView, params: Bound) -> list[FileRef]:
     return refs
 
 
+#: The fields an ``images`` entry filters its files by (names or globs, from each file's name).
+IMAGE_FILTERS = ("well", "site", "channel")
+
+
+def _image_batches(view: SourceView, bound: Bound) -> list[str]:
+    """The batches of a source with raw images (``images/<batch>/images/<plate folder>``); the
+    listing that learns the plate folders of each batch tells them from the batches holding
+    only illumination functions (``images/<batch>/illum/``). Only describing or loading the
+    entry lists them: listing a source sees its ``images/`` folder and nothing below."""
+    pp = view.plate_product(ENTRY_TABLE["images"].product)
+    return [b for b in pp.batches if pp.plates.get(b)]
+
+
+def _select_images(view: SourceView, params: Bound) -> list[FileRef]:
+    """Raw image files of the chosen plates (a plate pattern matches the plate or its folder as
+    named, e.g. with the microscope's measurement suffix), narrowed by well, site and channel;
+    files of no known name scheme (``Index.idx.xml``, thumbnails) only with ``all_files``."""
+    where = view.where("images")
+    pp = view.plate_product(ENTRY_TABLE["images"].product)
+    with_images = _image_batches(view, params)
+    batch, plate = params.get("batch") or ALL, params.get("plate") or ALL
+    batches = match_names(batch, pp.batches)
+    if not batches:
+        raise not_found("batch", batch, with_images or pp.batches, where)
+    folders = [(b, f) for b in batches for f in pp.plates.get(b, ())]
+    if not folders:
+        holds = (
+            f"batches with raw images: {', '.join(with_images)}"
+            if with_images
+            else "its images/ folder holds only illumination functions (images/<batch>/illum/)"
+        )
+        raise ProductNotFoundError(
+            f"no raw images in {where} batch {batch!r} (no {pp.prefix}/<batch>/images/ "
+            f"plate folder); {holds}",
+            name=batch,
+            suggestions=with_images,
+        )
+    pairs = [
+        (b, f)
+        for b, f in folders
+        if match_names(plate, [f]) or match_names(plate, [plate_of_folder(f)])
+    ]
+    if not pairs:
+        raise not_found("plate", plate, sorted({plate_of_folder(f) for _, f in folders}), where)
+    every = bool(params.get("all_files"))
+    wanted = {k: params.get(k) or ALL for k in IMAGE_FILTERS}
+
+    def keep(ref: FileRef) -> bool:
+        p = ref.path
+        if p is None or p.channel is None:
+            return every and all(v == ALL for v in wanted.values())
+        return all(v == ALL or match_names(v, [str(getattr(p, k))]) for k, v in wanted.items())
+
+    refs = view.gallery.subtree_files(pp, pairs, keep)
+    if not refs:
+        asked = ", ".join(f"{k}={v!r}" for k, v in wanted.items() if v != ALL) or "any image"
+        raise not_found("image file", asked, [], f"{where} ({len(pairs)} plate folder(s))")
+    return refs
+
+
 def _platemap_batches(view: SourceView, bound: Bound) -> tuple[str, ...]:
     return view.gallery.batches(view.project, view.source, ENTRY_TABLE["platemaps"].product)
 
@@ -617,6 +679,15 @@ def _platemap_metadata(view: SourceView, bound: Bound) -> dict[str, Any]:
     }
 
 
+def _images_metadata(view: SourceView, bound: Bound) -> dict[str, Any]:
+    pp = view.plate_product(ENTRY_TABLE["images"].product)
+    return {
+        "prefix": pp.prefix,
+        "batches": _image_batches(view, bound),
+        "n_plates": sum(len(v) for v in pp.plates.values()),
+    }
+
+
 def _subset_versions(view: SourceView, bound: Bound) -> list[str]:
     return sorted(_assembled(view).get(bound.get("subset") or "", {}), key=layout.version_key)
 
@@ -820,6 +891,42 @@ ENTRY_TABLE = EntryTable(
             _select_assembled,
             cli_path=("subset", "version", "variant"),
             output="catalog",
+        ),
+        EntryRow(
+            "images",
+            ("images",),
+            "raw microscope images of the chosen plates, one row per file (URL, key, size, "
+            "ETag, plate, well, site, channel); present wherever the source has an images/ folder",
+            (
+                Param(
+                    "batch",
+                    _BATCH_HELP,
+                    default=ALL,
+                    allowed=lambda v, b: [*_image_batches(v, b), ALL],
+                    glob=True,
+                ),
+                Param(
+                    "plate",
+                    "plate (with or without the microscope's measurement suffix), a glob, or '*'",
+                    default=ALL,
+                    glob=True,
+                ),
+                Param("well", "well (e.g. 'A01'), a glob, or '*'", default=ALL, glob=True),
+                Param("site", "site (e.g. '1'), a glob, or '*'", default=ALL, glob=True),
+                Param(
+                    "channel", "channel number (e.g. '1'), a glob, or '*'", default=ALL, glob=True
+                ),
+                Param(
+                    "all_files",
+                    "also list files of no known image name scheme (Index.idx.xml, ...)",
+                    kind="bool",
+                    default=False,
+                ),
+            ),
+            _select_images,
+            cli_path=("batch", "plate"),
+            metadata=_images_metadata,
+            driver="intake_cpg.images.ImagesSource",
         ),
         # -- project level: next to the sources, spanning them
         EntryRow(

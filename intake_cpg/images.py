@@ -1,26 +1,29 @@
 """Raw images as a table: one row per image file of the chosen plates, with its parsed fields.
 
-:func:`select_images` chooses the files (one listing of each chosen plate folder) and every
-field comes from the file's :class:`~intake_cpg.layout.GalleryPath` (``parse_key`` reads plate,
-plate folder, well, site and channel of raw image keys). It is not a catalog entry: a source's
-``images/`` folder also holds the illumination functions (``images/<batch>/illum/``), so
-telling a source with raw images from one with only those would cost a listing per batch
-every time a source is listed.
+A source's ``images`` entry (a row of :data:`~intake_cpg.entries.ENTRY_TABLE`, driver
+:class:`ImagesSource`) is listed wherever the source has an ``images/`` folder, which the
+source's own listing shows: telling raw-image batches (``images/<batch>/images/``) from those
+holding only illumination functions (``images/<batch>/illum/``) costs a listing per batch, paid
+when the entry is described or read, never when the source is listed. A chosen batch without
+raw images is a :class:`~intake_cpg.errors.ProductNotFoundError` naming the batches that have
+them.
 
 :class:`ImagesSource` lists ``<project>/<source>/images/<batch>/images/<plate folder>/**`` for
 the batches and plates asked for (names or globs; a plate matches its folder with or without
-the microscope's ``__<timestamp>-Measurement<N>`` suffix) and returns a dataframe with ``url``,
-``key``, ``size``, ``Metadata_Source``, ``Metadata_Batch``, ``Metadata_Plate``,
-``plate_folder``, ``scheme``, ``Metadata_Well``, ``Metadata_Site``, ``channel`` (see
-:mod:`intake_cpg.image_names`), so images can be chosen without a ``load_data`` table.
+the microscope's ``__<timestamp>-Measurement<N>`` suffix), keeps the files whose ``well``,
+``site`` and ``channel`` match (names or globs) and returns a dataframe with the columns of
+:data:`IMAGE_COLUMNS`: ``url``, ``key``, ``size``, ``etag`` (from the listing), then
+``Metadata_Source``, ``Metadata_Batch``, ``Metadata_Plate``, ``plate_folder``, ``scheme``,
+``Metadata_Well``, ``Metadata_Site``, ``channel`` (see :mod:`intake_cpg.image_names`), so
+images can be chosen without a ``load_data`` table.
 
 >>> import os, tempfile
 >>> root = tempfile.mkdtemp()
 >>> folder = os.path.join(root, "cpg0016-jump/source_4/images/B1/images/BR1__2021-05-13T13_37_20-Measurement1/Images")
 >>> os.makedirs(folder)
->>> for name in ("r01c02f03p01-ch1sk1fk1fl1.tiff", "Index.idx.xml"):
+>>> for name in ("r01c02f03p01-ch1sk1fk1fl1.tiff", "r01c02f03p01-ch2sk1fk1fl1.tiff", "Index.idx.xml"):
 ...     open(os.path.join(folder, name), "wb").close()
->>> df = ImagesSource(root, "cpg0016-jump", "source_4").read()
+>>> df = ImagesSource(root, "cpg0016-jump", "source_4", channel="1").read()
 >>> df[["Metadata_Plate", "Metadata_Well", "Metadata_Site", "channel"]].values.tolist()
 [['BR1', 'A02', '3', '1']]
 """
@@ -31,13 +34,13 @@ from typing import Any
 
 import pandas as pd
 
-from .entries import SourceView, validate_params
-from .errors import not_found
+from .entries import ENTRY_TABLE, SourceView, validate_params
+from .errors import ParameterError
 from .frame_source import FrameSource
-from .image_names import image_fields, plate_of_folder
+from .image_names import image_fields
 from .readers import STRING_DTYPE
 from .refs import FileRef
-from .resolve import ALL, Gallery, match_names
+from .resolve import ALL, Gallery
 from .storage import DEFAULT_ROOT, get_storage
 
 __all__ = ["ImagesSource", "IMAGE_COLUMNS", "select_images"]
@@ -46,6 +49,7 @@ IMAGE_COLUMNS = (
     "url",
     "key",
     "size",
+    "etag",
     "Metadata_Source",
     "Metadata_Batch",
     "Metadata_Plate",
@@ -56,35 +60,17 @@ IMAGE_COLUMNS = (
     "channel",
 )
 
-#: The layout product of raw images.
-_PRODUCT = "images"
+#: The entry-table row this source reads.
+_ROW = ENTRY_TABLE["images"]
+
+#: Catalog-wide options every source-level entry is given; raw images take no annotation.
+_IGNORED_OPTIONS = ("metadata_root", "metadata_verify", "metadata_release")
 
 
 def select_images(view: SourceView, params: dict[str, Any]) -> list[FileRef]:
-    """Raw image files of the chosen plates (a plate pattern matches the plate or its folder
-    as named, e.g. with the microscope's measurement suffix); files of no known name scheme
-    (``Index.idx.xml``, thumbnails) only with ``all_files``."""
-    where = view.where("images")
-    pp = view.plate_product(_PRODUCT)
-    batch, plate = params.get("batch") or ALL, params.get("plate") or ALL
-    batches = match_names(batch, pp.batches)
-    if not batches:
-        raise not_found("batch", batch, pp.batches, where)
-    folders = [(b, f) for b in batches for f in pp.plates.get(b, ())]
-    pairs = [
-        (b, f)
-        for b, f in folders
-        if match_names(plate, [f]) or match_names(plate, [plate_of_folder(f)])
-    ]
-    if not pairs:
-        raise not_found("plate", plate, sorted({plate_of_folder(f) for _, f in folders}), where)
-    every = bool(params.get("all_files"))
-    refs = view.gallery.subtree_files(
-        pp, pairs, lambda r: every or (r.path is not None and r.path.channel is not None)
-    )
-    if not refs:
-        raise not_found("image file", "*", [], f"{where} ({len(pairs)} plate folder(s))")
-    return refs
+    """The image files the ``images`` row selects (see :data:`intake_cpg.entries.ENTRY_TABLE`)."""
+    assert _ROW.select is not None
+    return _ROW.select(view, params)
 
 
 class ImagesSource(FrameSource):
@@ -102,20 +88,36 @@ class ImagesSource(FrameSource):
         *,
         batch: str = ALL,
         plate: str = ALL,
+        well: str = ALL,
+        site: str = ALL,
+        channel: str = ALL,
         all_files: bool = False,
+        product: str = "images",
         cache_dir: str | None = None,
         listing_ttl: float = 3600.0,
         metadata: dict[str, Any] | None = None,
+        **options: Any,
     ) -> None:
+        unknown = set(options) - set(_IGNORED_OPTIONS)
+        if unknown or product != _ROW.name:
+            raise ParameterError(
+                f"unknown option(s) {sorted(unknown) or [f'product={product!r}']} for "
+                f"{project}/{source}/images; it takes batch, plate, well, site, channel, "
+                f"all_files, cache_dir and listing_ttl"
+            )
         self.project, self.source = project, source
-        self.params = {"batch": batch or ALL, "plate": plate or ALL, "all_files": bool(all_files)}
-        validate_params({"project": project, "source": source, "batch": batch, "plate": plate})
+        filters = {"batch": batch, "plate": plate, "well": well, "site": site, "channel": channel}
+        validate_params({"project": project, "source": source, **filters})
+        self.params: dict[str, Any] = {
+            **{k: v or ALL for k, v in filters.items()},
+            "all_files": bool(all_files),
+        }
         self.storage = get_storage(
             urlpath, storage_options, listing_ttl=listing_ttl, cache_dir=cache_dir or None
         )
         super().__init__(metadata={"project": project, "source": source, **(metadata or {})})
 
-    def file_refs(self) -> list[Any]:
+    def file_refs(self) -> list[FileRef]:
         """The image files, with what their listing said."""
         view = SourceView(Gallery(self.storage), self.project, self.source)
         return select_images(view, self.params)
@@ -124,11 +126,13 @@ class ImagesSource(FrameSource):
         rows = []
         for ref in self.file_refs():
             p = ref.path
+            assert p is not None
             rows.append(
                 (
                     ref.url,
                     ref.key,
                     ref.size,
+                    ref.etag,
                     p.source,
                     p.batch,
                     p.plate,

@@ -487,7 +487,9 @@ def _source_description(v1: Any, output: str) -> tuple[DataDescription, ReaderDe
     from intake.catalog import Catalog as V1Catalog
 
     cls = v1._plugin[0]
-    args = dict(v1._open_args)
+    # a parameter still templated (a source's images entry) is left to the source's own
+    # default, and given when read: ``reader.read(batch=...)``
+    args = {k: v for k, v in v1._open_args.items() if v != "{{ " + k + " }}"}
     options = args.pop("storage_options", None)
     data = CPGSource(f"{cls.__module__}.{cls.__name__}", args, options).to_entry()
     catalog = issubclass(cls, V1Catalog)

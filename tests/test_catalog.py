@@ -71,6 +71,7 @@ def test_products_present_per_source(cat):
         "backend",
         "dl_profiles",
         "embeddings",
+        "images",  # its images/ folder holds illumination functions only: listed by folder
     ]
     assert "platemaps" in list(cat["cpg0004-lincs"]["broad"])
     assert list(cat["cpg0016-jump-assembled"]["source_all"]) == ["profiles_assembled"]
@@ -233,7 +234,7 @@ def test_cost_of_browsing(cat):
     assert req["ls"] == 2
     list(source)
     assert req["ls"] == 5  # the source, then workspace/ and workspace_dl/ concurrently
-    assert len(source.df) == 6
+    assert len(source.df) == 7  # the 6 table products and images (present by folder, no listing)
     assert req["ls"] == 5
     source["profiles"].describe()  # the base folder, then one recursive listing per batch
     assert (req["ls"], req["find"]) == (5 + 1, 2)

@@ -68,9 +68,11 @@ def check_row(row: EntryRow, root: str, options: dict[str, Any] | None, tmp_path
     head = _head(level[name])
     assert len(head) and len(head.columns), f"{row.name}: loaded nothing"
 
-    # its Intake 2 reader (generated from the row) reads the same
+    # its Intake 2 reader (generated from the row; a row with its own driver is read through
+    # CPGSourceReader) reads the same
     v2 = level.to_intake2()[name]
-    assert type(v2) is intake2.reader_class(row.name, "dask"), f"{row.name}: no Intake 2 reader"
+    reader = intake2.CPGSourceReader if row.driver else intake2.reader_class(row.name, "dask")
+    assert type(v2) is reader, f"{row.name}: no Intake 2 reader"
     pd.testing.assert_frame_equal(v2.read().head(5, npartitions=-1).reset_index(drop=True), head)
 
     # it freezes and re-opens with the same result

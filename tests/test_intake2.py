@@ -360,9 +360,11 @@ def test_every_entry_row_has_a_data_type_and_one_reader_per_output():
 
     rows = [r for r in ENTRY_TABLE.values() if r.output in ("table", "catalog") and not r.driver]
     assert [e.name for e in intake2.ENTRIES] == [r.name for r in rows]
-    # rows with their own v1 class (a project's plates table, its JUMP metadata catalog) are
-    # read through CPGSourceReader, which opens only intake-cpg's classes
+    # rows with their own v1 class (a source's images table, a project's plates table, its
+    # JUMP metadata catalog) are read through CPGSourceReader, which opens only intake-cpg's
+    # classes
     assert [r.name for r in ENTRY_TABLE.values() if r.driver] == [
+        "images",
         "project_plates",
         "project_metadata",
     ]
