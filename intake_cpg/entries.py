@@ -15,8 +15,8 @@ parameter, or a ``"listing"``) and how files become partitions (:class:`Partitio
 callable strategy). Rows of different levels may share an entry name (``entry``: the source's
 ``profiles`` and the project's ``profiles``); ``applies`` says for which projects a
 project-level row exists, and ``driver`` names the Intake class of a row that does not load
-through :class:`~intake_cpg.gallery_source.GallerySource` (the plates table, the metadata
-catalog).
+through :class:`~intake_cpg.gallery_source.GallerySource` (a source's raw images table, a
+project's plates table, its metadata catalog).
 
 >>> sorted(ENTRY_TABLE)[:3]
 ['analysis', 'backend', 'dl_profiles']
@@ -28,7 +28,7 @@ catalog).
 >>> ENTRY_TABLE["profile"]
 Traceback (most recent call last):
 ...
-intake_cpg.errors.ProductNotFoundError: no entry named 'profile' in the entry table; did you mean 'profiles' or 'dl_profiles' or 'project_profiles'? Available: analysis, backend, dl_profiles, embeddings, load_data, platemaps, profiles, profiles_assembled, project_metadata, project_plates, project_profiles.
+intake_cpg.errors.ProductNotFoundError: no entry named 'profile' in the entry table; did you mean 'profiles' or 'dl_profiles' or 'project_profiles'? Available: analysis, backend, dl_profiles, embeddings, images, load_data, platemaps, profiles, profiles_assembled, project_metadata, project_plates, project_profiles.
 """
 
 from __future__ import annotations
