@@ -27,25 +27,13 @@ import time
 from pathlib import Path
 
 from intake_cpg.layout import parse_key
+from intake_cpg.layout.table import FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATES = ROOT / "tests" / "data" / "keys" / "plate.csv.gz"
 
-# expected fields, in this order
-ORDER = (
-    "product",
-    "project",
-    "source",
-    "batch",
-    "plate",
-    "well",
-    "site",
-    "subset",
-    "version",
-    "variant",
-    "model",
-    "extension",
-)
+# expected fields, in this order: the product, then the layout's fields (not the file name)
+ORDER = ("product", *(f for f in FIELDS if f != "filename"))
 CHANNELS = ("AGP", "DNA", "ER", "Mito", "RNA", "Brightfield", "Brightfield_H", "Brightfield_L")
 COMPARTMENTS = ("Cells", "Cytoplasm", "Nuclei", "Image", "Experiment")
 WELLS = tuple(f"{r}{c:02d}" for r in "ABCDEFGHIJKLMNOP" for c in range(1, 25))
