@@ -134,7 +134,10 @@ def build_keys(seed: int = 0) -> tuple[list[str], list[tuple]]:
             add_k(
                 f"{pre}images/{b}/images/{full}/Images/r01c01f{k + 1:02d}p01-ch{k % 5 + 1}sk1fk1fl1.tiff"
             )
-            add_e(_exp("images", P, s, batch=b, plate=full, extension="tiff"))
+            # the plate without the microscope's measurement suffix; well and site from the
+            # Phenix file name (r01c01 is A01, f02 is site 2)
+            add_e(_exp("images", P, s, batch=b, plate=p, well="A01", site=str(k + 1),
+                       extension="tiff"))  # fmt: skip
         for ws_i in rng.sample(range(len(WELLS) * 9), 60):  # distinct well/site pairs
             well, site = WELLS[ws_i // 9], str(ws_i % 9 + 1)
             for comp in COMPARTMENTS:
