@@ -27,25 +27,13 @@ import time
 from pathlib import Path
 
 from intake_cpg.layout import parse_key
+from intake_cpg.layout.table import FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATES = ROOT / "tests" / "data" / "keys" / "plate.csv.gz"
 
-# expected fields, in this order
-ORDER = (
-    "product",
-    "project",
-    "source",
-    "batch",
-    "plate",
-    "well",
-    "site",
-    "subset",
-    "version",
-    "variant",
-    "model",
-    "extension",
-)
+# expected fields, in this order: the product, then the layout's fields (not the file name)
+ORDER = ("product", *(f for f in FIELDS if f != "filename"))
 CHANNELS = ("AGP", "DNA", "ER", "Mito", "RNA", "Brightfield", "Brightfield_H", "Brightfield_L")
 COMPARTMENTS = ("Cells", "Cytoplasm", "Nuclei", "Image", "Experiment")
 WELLS = tuple(f"{r}{c:02d}" for r in "ABCDEFGHIJKLMNOP" for c in range(1, 25))
@@ -146,7 +134,10 @@ def build_keys(seed: int = 0) -> tuple[list[str], list[tuple]]:
             add_k(
                 f"{pre}images/{b}/images/{full}/Images/r01c01f{k + 1:02d}p01-ch{k % 5 + 1}sk1fk1fl1.tiff"
             )
-            add_e(_exp("images", P, s, batch=b, plate=full, extension="tiff"))
+            # the plate without the microscope's measurement suffix; well and site from the
+            # Phenix file name (r01c01 is A01, f02 is site 2)
+            add_e(_exp("images", P, s, batch=b, plate=p, well="A01", site=str(k + 1),
+                       extension="tiff"))  # fmt: skip
         for ws_i in rng.sample(range(len(WELLS) * 9), 60):  # distinct well/site pairs
             well, site = WELLS[ws_i // 9], str(ws_i % 9 + 1)
             for comp in COMPARTMENTS:

@@ -169,6 +169,14 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def _check_signed(key: Any, header: dict[str, Any], payload: bytes) -> None:
+    """Raise ``ValueError`` unless ``header`` names ``key`` and signs ``payload`` with it."""
+    if header.get("key") != _canonical(key):
+        raise ValueError("entry is for another key")
+    if not hmac.compare_digest(str(header.get("hmac")), _sign(header["key"], payload)):
+        raise ValueError("signature mismatch (not written by you, or changed since)")
+
+
 class DiskCache:
     """Checksummed ``key -> bytes`` (or JSON) entries in one folder; corrupt entries are misses.
 
@@ -301,12 +309,9 @@ class DiskCache:
             payload = blob[start + hlen :]
             if not isinstance(header, dict) or header.get("format") != _FORMAT:
                 raise ValueError("unknown entry format")
-            if header.get("key") != _canonical(key):
-                raise ValueError("entry is for another key")
             if header.get("size") != len(payload):
                 raise ValueError("size mismatch")
-            if not hmac.compare_digest(str(header.get("hmac")), _sign(header["key"], payload)):
-                raise ValueError("signature mismatch (not written by you, or changed since)")
+            _check_signed(key, header, payload)
         except (ValueError, struct.error) as exc:
             self._corrupt(fn, exc)
             return None
@@ -340,12 +345,9 @@ class DiskCache:
             doc = json.loads(blob.decode("utf-8"))
             if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
                 raise ValueError("not a cache document of this format")
-            if doc.get("key") != _canonical(key):
-                raise ValueError("entry is for another key")
-            if "value" not in doc or not hmac.compare_digest(
-                str(doc.get("hmac")), _sign(doc["key"], _canonical(doc["value"]).encode())
-            ):
-                raise ValueError("signature mismatch (not written by you, or changed since)")
+            if "value" not in doc:
+                raise ValueError("no value")
+            _check_signed(key, doc, _canonical(doc["value"]).encode())
         except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             self._corrupt(fn, exc)
             return None

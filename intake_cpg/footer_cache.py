@@ -283,8 +283,11 @@ MAX_GAP = 64 * 2**10
 FETCH_THREADS = 8
 
 
-def column_ranges(metadata: pq.FileMetaData, columns: Iterable[str]) -> list[tuple[int, int]]:
-    """Merged ``(start, end)`` byte ranges of the column chunks of ``columns`` (all row groups)."""
+def chunk_spans(
+    metadata: pq.FileMetaData, columns: Iterable[str], row_groups: Iterable[int] | None = None
+) -> list[tuple[int, int]]:
+    """``(start, end)`` byte ranges of the column chunks of ``columns`` (top-level names) in
+    ``row_groups`` (all when ``None``), dictionary pages included, in file order per group."""
     wanted = set(columns)
     leaves = [
         i
@@ -292,7 +295,7 @@ def column_ranges(metadata: pq.FileMetaData, columns: Iterable[str]) -> list[tup
         if metadata.schema.column(i).path.split(".", 1)[0] in wanted
     ]
     spans = []
-    for rg in range(metadata.num_row_groups):
+    for rg in range(metadata.num_row_groups) if row_groups is None else row_groups:
         group = metadata.row_group(rg)
         for i in leaves:
             col = group.column(i)
@@ -300,13 +303,14 @@ def column_ranges(metadata: pq.FileMetaData, columns: Iterable[str]) -> list[tup
             if col.has_dictionary_page and col.dictionary_page_offset:
                 start = min(start, col.dictionary_page_offset)
             spans.append((start, start + col.total_compressed_size))
-    merged: list[list[int]] = []
-    for start, end in sorted(spans):
-        if merged and start - merged[-1][1] <= MAX_GAP:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return [(s, e) for s, e in merged]
+    return spans
+
+
+def column_ranges(metadata: pq.FileMetaData, columns: Iterable[str]) -> list[tuple[int, int]]:
+    """Merged ``(start, end)`` byte ranges of the column chunks of ``columns`` (all row groups)."""
+    from .fetch import coalesce
+
+    return coalesce(chunk_spans(metadata, columns), MAX_GAP)
 
 
 def read_columns(fh: Any, metadata: pq.FileMetaData, columns: list[str]) -> pa.Table:

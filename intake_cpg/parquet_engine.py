@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 
 from . import fetch, thrift
 from .errors import DataReadError, ParameterError, StorageError
+from .footer_cache import chunk_spans
 
 log = logging.getLogger(__name__)
 
@@ -343,23 +344,6 @@ def _metadata(url: str, footer_and_len: bytes) -> pq.FileMetaData:
         raise DataReadError(f"cannot read the parquet footer of {url}: {exc}") from exc
 
 
-def _leaf_ranges(md: pq.FileMetaData, names: Sequence[str], row_groups: Sequence[int]) -> list:
-    wanted = set(names)
-    leaves = [
-        i for i in range(md.num_columns) if md.schema.column(i).path.split(".", 1)[0] in wanted
-    ]
-    out = []
-    for rg in row_groups:
-        group = md.row_group(rg)
-        for i in leaves:
-            col = group.column(i)
-            start = col.data_page_offset
-            if col.has_dictionary_page and col.dictionary_page_offset:
-                start = min(start, col.dictionary_page_offset)
-            out.append((start, start + col.total_compressed_size))
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------------
@@ -469,7 +453,7 @@ async def _read_one(fs: Any, job: _Job, cache: WarmCache | None) -> Any:
     names = md.schema.to_arrow_schema().names
     present = list(names) if cols is None else [c for c in cols if c in set(names)]
     rgs = list(range(md.num_row_groups)) if job.row_groups is None else list(job.row_groups)
-    ranges = _leaf_ranges(md, present, rgs)
+    ranges = chunk_spans(md, present, rgs)
     got = await fetch.read_ranges(fs, obj, ranges) if ranges else {}
     job.requests += len(got)
 

@@ -20,12 +20,13 @@ FileFormat(kind='text', sep=',', compression='gzip')
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import logging
 import re
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -455,6 +456,36 @@ def _data_error(
     )
 
 
+@contextlib.contextmanager
+def _read_errors(
+    url: str,
+    fmt: FileFormat,
+    storage_options: Mapping[str, Any] | None,
+    fs: Any,
+    path: str,
+    etag: str | None = None,
+) -> Iterator[None]:
+    """The one mapping of a failed read to the project's errors (schema and data reads):
+    missing object, bad storage options, a replaced object under ``etag``, unreadable data."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise _missing_error(url, exc) from exc
+    except CPGError:
+        raise
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise _options_error(url, storage_options, exc) from exc
+    except (*_READ_ERRORS, *transport_errors()) as exc:
+        if etag and type(exc).__name__ == "FileExpired":  # an If-Match read found a new ETag
+            raise EtagMismatchError(
+                f"{url} changed while it was being read, after verify=True checked its ETag "
+                f"{etag!r}: {exc}. Nothing of it was returned; load again to verify it now"
+            ) from exc
+        raise _data_error(url, fmt, exc, fs, path) from exc
+
+
 def read_schema(
     url: str,
     storage_options: Mapping[str, Any] | None = None,
@@ -473,7 +504,7 @@ def read_schema(
     """
     fmt = detect_format(url, format)
     fs, path = filesystem(url, storage_options)
-    try:
+    with _read_errors(url, fmt, storage_options, fs, path):
         if fmt.kind == "parquet":
             with fs.open(path, "rb", cache_type="none") as raw:
                 fh = ExactReads.wrap(raw, url)
@@ -506,16 +537,6 @@ def read_schema(
             data = data[: data.rindex(b"\n") + 1]
         sample = _read_text_bytes(data, fmt, names=None, url=url)
         return FileSchema(url, _text_dtypes(sample), {}, len(sample) if complete else None)
-    except FileNotFoundError as exc:
-        raise _missing_error(url, exc) from exc
-    except CPGError:
-        raise
-    except TypeError as exc:
-        if "unexpected keyword argument" not in str(exc):
-            raise
-        raise _options_error(url, storage_options, exc) from exc
-    except (*_READ_ERRORS, *transport_errors()) as exc:
-        raise _data_error(url, fmt, exc, fs, path) from exc
 
 
 def _text_header(data: bytes, fmt: FileFormat, url: str) -> list[str]:
@@ -812,7 +833,7 @@ def read_file(
             prefetched.table = prefetched.table.filter(expr)
         return _parquet_frame(prefetched.take(), filters, expr), names
     fs, path = filesystem(url, storage_options)
-    try:
+    with _read_errors(url, fmt, storage_options, fs, path, etag):
         if fmt.kind == "parquet":
             with fs.open(path, "rb", cache_type="none") as raw:
                 check_pinned(raw, url, etag)
@@ -847,21 +868,6 @@ def read_file(
             df = _read_text_bytes(data, fmt, columns, dtypes, url=url)
             df = df if limit is None else df.head(limit)
             names = tuple(_text_header(data, fmt, url))
-    except FileNotFoundError as exc:
-        raise _missing_error(url, exc) from exc
-    except CPGError:
-        raise
-    except TypeError as exc:
-        if "unexpected keyword argument" not in str(exc):
-            raise
-        raise _options_error(url, storage_options, exc) from exc
-    except (*_READ_ERRORS, *transport_errors()) as exc:
-        if etag and type(exc).__name__ == "FileExpired":  # an If-Match read found a new ETag
-            raise EtagMismatchError(
-                f"{url} changed while it was being read, after verify=True checked its ETag "
-                f"{etag!r}: {exc}. Nothing of it was returned; load again to verify it now"
-            ) from exc
-        raise _data_error(url, fmt, exc, fs, path) from exc
     return _finish_frame(df, filters, expr), names
 
 

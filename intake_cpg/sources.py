@@ -380,7 +380,8 @@ class ProfilesSource(TableOutputs, DataSource):
 
     # -- loading ------------------------------------------------------------------------
     def to_dask(self) -> dd.DataFrame:
-        """The lazy dask dataframe: one partition per file (or per group of small files)."""
+        """The lazy dask dataframe: small files batched into partitions by bytes, large ones
+        split by row groups (:func:`intake_cpg.parquet_engine.plan_pieces`)."""
         self._load_metadata()
         assert self._reader is not None and self._parts is not None
         # String columns are string[pyarrow] already; dask's own object->string conversion

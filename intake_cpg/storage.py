@@ -322,8 +322,9 @@ def transport_error(url: str, exc: BaseException, doing: str = "read") -> Storag
     if type(exc).__name__ == "FileExpired":  # s3fs: an If-Match range read found a new ETag
         return StorageError(
             f"{url} changed while it was being read: {exc}. Nothing of it was returned "
-            "(every range read asks for the version seen when the file was opened); load "
-            "again to read the new version."
+            "(every range read asks for the version the listing or the first answer named); "
+            "refresh the listing (cat.refresh(), or intake-cpg --refresh) and load again to "
+            "read the new version."
         )
     return StorageError(
         f"could not {doing} {url}: {type(exc).__name__}: {exc}. The request failed after "
