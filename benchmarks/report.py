@@ -148,7 +148,7 @@ def write_report(
         "GET-full, LIST), the same counter for every side. The gallery is synthetic with real",
         "cpg0016 plate names. Each timed step runs in a new process (imports excluded); figures",
         f"are medians of {runs} run(s); peak RSS is the step's process tree, sampled every 20 ms.",
-        "The machine is shared (six sessions on 2 cores): absolute times are noisy, the ratios",
+        "The machine (2 cores) is shared with other work: absolute times are noisy, the ratios",
         "within one run are what the bars judge.",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM, {info['os']};",

@@ -619,8 +619,9 @@ def read_parquet(
 # --------------------------------------------------------------------------------------------
 # partitions: pieces of files, and the loader's entry point
 # --------------------------------------------------------------------------------------------
-#: Target in-memory bytes of one partition (dask's ``split_row_groups`` idea, in bytes).
-PARTITION_BYTES = 128 * 2**20
+#: Target in-memory bytes of one partition (dask's ``split_row_groups`` idea, in bytes): a few
+#: full-width plates, so a streaming consumer (``intake-cpg export``) holds a few of them.
+PARTITION_BYTES = 32 * 2**20
 #: Files batched into one partition at most (they are read concurrently).
 MAX_FILES_PER_PARTITION = 64
 #: Partitions a load aims for at least, so every worker thread has work.
