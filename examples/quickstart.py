@@ -27,7 +27,9 @@ def main(root: str) -> int:
     print(f"projects: {', '.join(gallery)}")
 
     project = gallery["cpg0016"]  # the accession works as an alias of cpg0016-jump
-    print(f"cpg0016-jump sources: {', '.join(project)}")
+    kinds = project.df.groupby("kind")["name"].apply(list)  # sources, and the project's entries
+    print(f"cpg0016-jump sources: {', '.join(kinds['source'])}")
+    print(f"cpg0016-jump entries across sources: {', '.join(kinds['entry'])}")
     source = project["source_4"]
     print(f"cpg0016-jump/source_4 products: {', '.join(source)}")
 
