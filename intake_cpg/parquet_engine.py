@@ -40,11 +40,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import fetch, thrift
+from . import fetch, polars_frames, thrift
 from .errors import DataReadError, ParameterError, StorageError
 from .footer_cache import chunk_spans
 
@@ -87,15 +86,17 @@ def tail_hint(footer_length: int | None = None) -> int:
 class FileRead:
     """What one file gave: the table of its chosen columns and the column names it has.
 
-    ``table`` is a :class:`pyarrow.Table`, or a pandas frame for whole flat files (decoded by
-    polars, whose pandas conversion is faster than pyarrow's decode on 4,765 columns).
+    ``table`` is a :class:`pyarrow.Table`, or a :class:`~intake_cpg.polars_frames.PolarsFile`
+    for whole flat files
+    (polars decodes 4,765 columns about four times faster than pyarrow; see
+    :mod:`intake_cpg.polars_frames`).
 
     ``names`` is every column of the file when ``all_names``; after a scan-only read it is
     the chosen columns the file has (a scan cannot list the others).
     """
 
     url: str
-    table: Any  # a pyarrow Table, or a pandas DataFrame (whole flat files, decoded by polars)
+    table: Any  # a pyarrow Table, or a polars_frames.PolarsFile (whole flat files)
     names: tuple[str, ...]
     all_names: bool
     requests: int = 0
@@ -513,12 +514,11 @@ def _finish_whole(job: _Job, data: bytes) -> FileRead:
     """Decode a whole file: polars for flat tables (several times faster on wide files),
     pyarrow for the rest (lists, dictionaries, timestamps, nested types)."""
     try:
-        frame = _polars_frame(data) if POLARS else None
-        if frame is not None:
+        decoded = polars_frames.decode(data) if POLARS else None
+        if decoded is not None:
             if job.footers is not None:
                 _keep_footer(job, _metadata(job.url, data[-8 - _footer_length(job.url, data) :]))
-            names = tuple(frame.columns.tolist())
-            return FileRead(job.url, frame, names, True, job.requests)
+            return FileRead(job.url, decoded, decoded.names, True, job.requests)
         pf = pq.ParquetFile(pa.BufferReader(data))
         table = pf.read(use_threads=False)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -528,45 +528,6 @@ def _finish_whole(job: _Job, data: bytes) -> FileRead:
         ) from exc
     _keep_footer(job, pf.metadata)
     return FileRead(job.url, table, tuple(table.schema.names), True, job.requests)
-
-
-def _polars_frame(data: bytes) -> Any:
-    """A flat file (numbers, strings, booleans) as pandas, decoded by polars; else ``None``.
-
-    The numeric columns of each dtype become one 2-D block (``to_numpy``), so a
-    4,765-column plate costs a few array copies, not 4,765 column conversions; strings
-    become ``string[pyarrow]`` (the loader's string dtype) straight from Arrow.
-    """
-    try:
-        import polars as pl
-    except ImportError:  # pragma: no cover - polars is a dependency; keep working without
-        return None
-    from .readers import STRING_DTYPE
-
-    df = pl.read_parquet(io.BytesIO(data))
-    names = df.columns
-    runs: list[list[Any]] = []  # [dtype, first, end): consecutive columns of one numeric dtype
-    for i, dt in enumerate(df.dtypes):
-        if dt.is_numeric() and runs and runs[-1][0] == dt and runs[-1][2] == i:
-            runs[-1][2] = i + 1
-        elif dt.is_numeric() or dt == pl.String or dt == pl.Boolean:
-            runs.append([dt, i, i + 1])
-        else:
-            return None  # lists, dates, categoricals...: pyarrow decodes those
-    frames: list[pd.DataFrame] = []
-    for dt, a, b in runs:  # in file order, so the result needs no reordering (a full copy)
-        if dt.is_numeric():  # sliced by position: selecting 4,762 names costs 40 ms more
-            block = df[:, a:b].to_numpy()
-            cols = pd.Index(names[a:b], dtype=object)
-            frames.append(pd.DataFrame(block, columns=cols, copy=False))
-        elif dt == pl.String:
-            arr = pa.array(df.to_series(a).to_arrow()).cast(pa.string())
-            frames.append(pd.DataFrame({names[a]: pd.array(arr, dtype=STRING_DTYPE)}))
-        else:
-            frames.append(pd.DataFrame({names[a]: df.to_series(a).to_pandas()}))
-    if not frames:
-        return pd.DataFrame(index=pd.RangeIndex(df.height))
-    return frames[0] if len(frames) == 1 else pd.concat(frames, axis=1)
 
 
 def _job(ref: Any, columns: Sequence[str] | None, row_groups: Sequence[int] | None) -> _Job:

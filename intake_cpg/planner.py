@@ -33,6 +33,7 @@ from .readers import (
     FileSchema,
     ReadPlan,
     combine_schemas,
+    empty_frame,
     filter_columns,
     path_values,
     unknown_columns_error,
@@ -144,7 +145,7 @@ def plan_read(
     )
     out, origins, widths = _output_columns(schemas, file_dtypes, added, opts)
     selected = _selected(out, widths, opts, schemas[0].url)
-    meta = pd.DataFrame({c: pd.Series([], dtype=out[c]) for c in selected})
+    meta = empty_frame({c: out[c] for c in selected})
     needed = {origins[c] for c in selected}
     expected = tuple(c for c in file_dtypes if c in needed)
     plan = ReadPlan(

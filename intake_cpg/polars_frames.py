@@ -1,0 +1,144 @@
+"""Whole parquet files decoded by polars, and their conversion to pandas.
+
+Polars decodes a 4,765-column plate about four times faster than pyarrow (52 against 225 ms
+on one core), but every frame operation in polars costs a few microseconds per column. So a
+partition's files stay polars frames until they are all decoded, are concatenated without
+copying (:func:`concat`), and are converted to pandas once (:func:`to_pandas`): each run of
+consecutive numeric columns of one dtype becomes one 2-D NumPy block (one copy), strings
+become the loader's ``string[pyarrow]`` dtype straight from Arrow.
+
+Only flat files are decoded here (numbers, strings, booleans); anything else (lists, dates,
+categoricals, nested types) is left to pyarrow, whose pandas conversion the loader's dtype
+rules were written for.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+__all__ = ["PolarsFile", "concat", "decode", "to_pandas"]
+
+
+def _pl() -> Any:
+    import polars as pl
+
+    return pl
+
+
+@dataclass(slots=True)
+class PolarsFile:
+    """A whole flat file decoded by polars: the frame and its columns' dtype classes."""
+
+    frame: Any  # a polars DataFrame
+    classes: list[type]  # each column's dtype class (classes compare and hash in C)
+    numeric: set[type]  # which of those classes are numeric
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.frame.columns)
+
+
+def decode(data: bytes) -> PolarsFile | None:
+    """The parquet file ``data`` decoded by polars, or ``None`` when it is not flat.
+
+    >>> import pyarrow.parquet as pq
+    >>> buf = io.BytesIO()
+    >>> pq.write_table(pa.table({"Metadata_Well": ["A01"], "x": [1.5]}), buf)
+    >>> decode(buf.getvalue()).names
+    ('Metadata_Well', 'x')
+    >>> buf = io.BytesIO()
+    >>> pq.write_table(pa.table({"emb": [[1.0, 2.0]]}), buf)
+    >>> decode(buf.getvalue()) is None
+    True
+    """
+    pl = _pl()
+    df = pl.read_parquet(io.BytesIO(data))
+    classes = [type(dt) for dt in df.dtypes]  # polars dtype objects compare in Python (~1 us)
+    numeric = {c for c in set(classes) if c.is_numeric() and c is not pl.Decimal}
+    if not set(classes) <= numeric | {pl.String, pl.Boolean}:
+        return None
+    return PolarsFile(df, classes, numeric)
+
+
+def concat(files: Sequence[PolarsFile]) -> PolarsFile | None:
+    """``files`` stacked without copying (their frames are dropped), or ``None`` when their
+    columns or dtypes differ (then nothing is dropped).
+
+    A partition's plates are converted to pandas once, stacked: one copy into the result,
+    where converting each and concatenating the pandas frames copies twice (23 ms a plate).
+    """
+    first = files[0]
+    names = first.frame.columns
+    for f in files[1:]:
+        if f.classes != first.classes or f.frame.columns != names:
+            return None
+    if len(files) == 1:
+        return first
+    frame = _pl().concat([f.frame for f in files], how="vertical", rechunk=False)
+    for f in files:
+        f.frame = None
+    return PolarsFile(frame, first.classes, first.numeric)
+
+
+def to_pandas(file: PolarsFile, string_dtype: Any) -> pd.DataFrame:
+    """A decoded file as pandas, in its column order, strings as ``string_dtype``.
+
+    ``file`` is consumed (its non-numeric columns are taken out of its frame). When every numeric
+    column has one dtype (a plate's features), they become one 2-D block with one copy, and
+    each run of them in the file's order is a view of it.
+
+    >>> import pyarrow.parquet as pq
+    >>> buf = io.BytesIO()
+    >>> t = pa.table({"w": ["A01", "B02"], "x": [1.0, 2.0], "b": [True, False], "y": [3.0, 4.0]})
+    >>> pq.write_table(t, buf)
+    >>> out = to_pandas(decode(buf.getvalue()), "string[pyarrow]")
+    >>> out.columns.tolist(), [str(t) for t in out.dtypes]
+    (['w', 'x', 'b', 'y'], ['string', 'float64', 'bool', 'float64'])
+    >>> out["y"].tolist()
+    [3.0, 4.0]
+    """
+    pl = _pl()
+    df, classes, numeric = file.frame, file.classes, file.numeric
+    file.frame = None
+    names = df.columns
+    height = df.height
+    runs: list[list[Any]] = []  # [class, first, end): consecutive columns of one numeric dtype
+    for i, c in enumerate(classes):
+        if c in numeric and runs and runs[-1][0] is c and runs[-1][2] == i:
+            runs[-1][2] = i + 1
+        else:
+            runs.append([c, i, i + 1])
+    others = {}  # the non-numeric columns, taken out of df (cheap; a select is not)
+    for c, a, _ in runs:
+        if c not in numeric:
+            s = df.drop_in_place(names[a])
+            if c is pl.String:
+                arr = s.to_arrow().cast(pa.string())
+                others[a] = pd.DataFrame({names[a]: pd.array(arr, dtype=string_dtype)})
+            else:
+                others[a] = pd.DataFrame({names[a]: s.to_pandas()})
+    block = (
+        df.to_numpy() if len({c for c, _, _ in runs if c in numeric}) == 1 else None
+    )  # (rows, numeric columns), one copy
+    frames: list[pd.DataFrame] = []
+    done = 0  # numeric columns placed so far: their position in ``df`` now
+    for c, a, b in runs:  # in file order, so the result needs no reordering
+        if c not in numeric:
+            frames.append(others[a])
+            continue
+        cols = pd.Index(names[a:b], dtype=object)
+        if block is not None:
+            values = block[:, done : done + b - a]
+        else:  # several numeric dtypes: one block per run
+            values = df.select(pl.nth(range(done, done + b - a))).to_numpy()
+        done += b - a
+        frames.append(pd.DataFrame(values, columns=cols, copy=False))
+    if not frames:
+        return pd.DataFrame(index=pd.RangeIndex(height))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, axis=1)

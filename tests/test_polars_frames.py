@@ -1,0 +1,152 @@
+"""Whole flat files decoded by polars (intake_cpg.polars_frames) and a partition of them read
+stacked (readers._read_stacked): the same values and dtypes as pyarrow's decode and the
+per-file path, on the real loopback S3 server."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from intake_cpg import polars_frames, readers
+from intake_cpg.layout import format_key
+
+
+def _bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def _mixed(rows: int = 50, seed: int = 0, plate: Any = "BR00117035") -> pa.Table:
+    """Strings at both ends and in the middle, numeric runs of three dtypes, nulls, booleans."""
+    rng = np.random.default_rng(seed)
+    floats = rng.standard_normal(rows)
+    floats[::7] = np.nan
+    return pa.table(
+        {
+            "Metadata_Source": ["source_4"] * rows,
+            "Metadata_Plate": [plate] * rows,
+            "a": rng.standard_normal(rows).astype("float32"),
+            "b": rng.standard_normal(rows).astype("float32"),
+            "Metadata_Well": [None if i % 5 == 0 else f"W{i:02d}" for i in range(rows)],
+            "c": pa.array(floats),
+            "n": np.arange(rows, dtype="int64"),
+            "d": rng.standard_normal(rows).astype("float32"),
+            "ok": [i % 2 == 0 for i in range(rows)],
+            "Metadata_Site": [str(i % 9) for i in range(rows)],
+        }
+    )
+
+
+def _one_dtype(rows: int = 40, seed: int = 0, width: int = 30) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    cols: dict[str, Any] = {"Metadata_Source": ["source_4"] * rows, "Metadata_Well": ["A01"] * rows}
+    for j in range(width):
+        cols[f"Cells_F{j:03d}"] = rng.standard_normal(rows).astype("float32")
+    cols["Metadata_Site"] = ["1"] * rows
+    return pa.table(cols)
+
+
+@pytest.mark.parametrize("table", [_mixed(), _one_dtype()], ids=["mixed", "one-dtype"])
+def test_to_pandas_matches_pyarrow(table):
+    got = polars_frames.to_pandas(polars_frames.decode(_bytes(table)), readers.STRING_DTYPE)
+    want = readers._parquet_frame(table, None, None)
+    pd.testing.assert_frame_equal(got, want)
+
+
+def test_one_dtype_block_is_one_array_and_views():
+    got = polars_frames.to_pandas(polars_frames.decode(_bytes(_one_dtype())), readers.STRING_DTYPE)
+    floats = [b for b in got._mgr.blocks if b.dtype == np.float32]
+    assert len(floats) == 1 and floats[0].shape == (30, 40)  # 30 features: one 2-D block
+
+
+def test_not_flat_is_left_to_pyarrow():
+    assert polars_frames.decode(_bytes(pa.table({"e": [[1.0, 2.0]], "x": [1]}))) is None
+    assert polars_frames.decode(_bytes(pa.table({"t": pa.array([1], pa.timestamp("s"))}))) is None
+
+
+def test_concat_refuses_other_columns_or_dtypes():
+    a = polars_frames.decode(_bytes(_mixed(seed=1)))
+    other_dtype = polars_frames.decode(_bytes(_mixed(seed=2, plate=7)))  # plate stored as int
+    renamed = polars_frames.decode(_bytes(_mixed(seed=3).rename_columns([*"ABCDEFGHIJ"])))
+    assert polars_frames.concat([a, other_dtype]) is None
+    assert polars_frames.concat([a, renamed]) is None
+    assert a.frame is not None  # refused: nothing was consumed
+    b = polars_frames.decode(_bytes(_mixed(seed=4)))
+    stacked = polars_frames.concat([a, b])
+    assert stacked is not None and stacked.frame.height == 100 and a.frame is None
+
+
+def _gallery(make_bucket, s3_admin, tables: list[pa.Table], batches: int = 2) -> str:
+    b = make_bucket()
+    for i, t in enumerate(tables):
+        key = format_key(
+            "profiles",
+            project="cpg0016-jump",
+            source="source_4",
+            batch=f"2021_0{i % batches + 1}_batch",
+            plate=f"BR{i:08d}",
+            extension="parquet",
+        )
+        s3_admin.pipe(f"{b}/{key}", _bytes(t))
+    s3_admin.invalidate_cache()
+    return f"{b}/cpg0016-jump/source_4/workspace/profiles/*/*/*.parquet"
+
+
+@pytest.fixture(autouse=True)
+def _few_partitions(monkeypatch):
+    from intake_cpg import parquet_engine
+
+    monkeypatch.setattr(parquet_engine, "MIN_PARTITIONS", 2)  # several files per partition
+
+
+def _load(url: str, s3_options: dict[str, Any], **kw: Any) -> tuple[pd.DataFrame, int]:
+    from intake_cpg.sources import ProfilesSource
+
+    ddf = ProfilesSource(url, storage_options=s3_options, **kw).to_dask()
+    return ddf.compute(scheduler="sync").reset_index(drop=True), ddf.npartitions
+
+
+def test_stacked_partition_equals_the_per_file_path(make_bucket, s3_admin, s3_options, monkeypatch):
+    url = _gallery(make_bucket, s3_admin, [_one_dtype(seed=i) for i in range(6)])
+    calls: list[int] = []
+    real = readers._read_stacked
+
+    def counting(items, reads, plan):
+        out = real(items, reads, plan)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(readers, "_read_stacked", counting)
+    got, nparts = _load(url, s3_options)
+    assert nparts == 2 and calls == [True, True]  # 3 files per partition, read stacked
+    monkeypatch.setattr(readers, "_read_stacked", lambda *a: None)
+    want, _ = _load(url, s3_options)
+    pd.testing.assert_frame_equal(got, want)
+    # the batch comes from the path, per file; the plate from the file
+    assert set(got["Metadata_Batch"]) == {"2021_01_batch", "2021_02_batch"}
+    assert got.columns[0] == "Metadata_Batch" and len(got) == 240
+
+
+def test_partition_of_different_dtypes_reads_file_by_file(
+    make_bucket, s3_admin, s3_options, monkeypatch
+):
+    tables = [_mixed(seed=0), _mixed(seed=1, plate=1053601756), _mixed(seed=2), _mixed(seed=3)]
+    url = _gallery(make_bucket, s3_admin, tables, batches=1)
+    calls: list[bool] = []
+    real = readers._read_stacked
+    monkeypatch.setattr(readers, "_read_stacked", lambda *a: calls.append(real(*a)) or calls[-1])
+    got, nparts = _load(url, s3_options)
+    # a plate stored as a number: its partition is read file by file, the other one stacked
+    assert nparts == 2 and sorted(c is not None for c in calls) == [False, True]
+    assert got["Metadata_Plate"].dtype == readers.STRING_DTYPE
+    assert got["Metadata_Plate"].tolist().count("1053601756") == 50
+    monkeypatch.setattr(readers, "_read_stacked", lambda *a: None)
+    want, _ = _load(url, s3_options)
+    pd.testing.assert_frame_equal(got, want)
