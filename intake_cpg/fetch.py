@@ -85,11 +85,22 @@ def run(fs: Any, coro: Any) -> Any:
     return sync(fs.loop, lambda: coro)
 
 
-def coalesce(ranges: Sequence[tuple[int, int]], gap: int = MAX_GAP) -> list[tuple[int, int]]:
-    """Sorted, merged ``(start, end)`` ranges: ranges less than ``gap`` apart become one."""
+def coalesce(
+    ranges: Sequence[tuple[int, int]], gap: int = MAX_GAP, most: int | None = None
+) -> list[tuple[int, int]]:
+    """Sorted, merged ``(start, end)`` ranges: ranges less than ``gap`` apart become one,
+    unless the merged range would exceed ``most`` bytes (then no range is ever cut).
+
+    >>> coalesce([(0, 4), (4, 8), (8, 12)], gap=0, most=8)
+    [(0, 8), (8, 12)]
+    """
     out: list[list[int]] = []
     for start, end in sorted(ranges):
-        if out and start - out[-1][1] <= gap:
+        if (
+            out
+            and start - out[-1][1] <= gap
+            and (most is None or max(out[-1][1], end) - out[-1][0] <= most)
+        ):
             out[-1][1] = max(out[-1][1], end)
         else:
             out.append([start, end])

@@ -40,6 +40,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -86,8 +88,9 @@ def tail_hint(footer_length: int | None = None) -> int:
 class FileRead:
     """What one file gave: the table of its chosen columns and the column names it has.
 
-    ``table`` is a :class:`pyarrow.Table`, or a :class:`~intake_cpg.polars_frames.PolarsFile`
-    for whole flat files
+    ``table`` is a :class:`pyarrow.Table`, a pandas frame (a large piece decoded a few
+    columns at a time, see :func:`_read_in_column_batches`), or a
+    :class:`~intake_cpg.polars_frames.PolarsFile` for whole flat files
     (polars decodes 4,765 columns about four times faster than pyarrow; see
     :mod:`intake_cpg.polars_frames`).
 
@@ -96,7 +99,7 @@ class FileRead:
     """
 
     url: str
-    table: Any  # a pyarrow Table, or a polars_frames.PolarsFile (whole flat files)
+    table: Any  # a pyarrow Table, a pandas DataFrame, or a polars_frames.PolarsFile
     names: tuple[str, ...]
     all_names: bool
     requests: int = 0
@@ -294,8 +297,9 @@ class _KnownParts(io.RawIOBase):
         i = bisect.bisect_right(self._keys, self.pos) - 1
         if i >= 0:
             s, e = self.starts[i]
-            if self.pos >= s and end <= e:
-                out = memoryview(self.parts[(s, e)])[self.pos - s : end - s]  # a view: no copy
+            blob = self.parts.get((s, e))  # None: dropped after its columns were decoded
+            if self.pos >= s and end <= e and blob is not None:
+                out = memoryview(blob)[self.pos - s : end - s]  # a view: no copy
                 self.pos = end
                 return out
         raise DataReadError(
@@ -454,15 +458,17 @@ async def _read_one(fs: Any, job: _Job, cache: WarmCache | None) -> Any:
     names = md.schema.to_arrow_schema().names
     present = list(names) if cols is None else [c for c in cols if c in set(names)]
     rgs = list(range(md.num_row_groups)) if job.row_groups is None else list(job.row_groups)
-    ranges = chunk_spans(md, present, rgs)
-    got = await fetch.read_ranges(fs, obj, ranges) if ranges else {}
+    # requests of whole column chunks, at most fetch.MAX_PART each: never cut and joined
+    # again, and each can be dropped once its columns are decoded (large pieces)
+    ranges = fetch.coalesce(chunk_spans(md, present, rgs), fetch.MAX_GAP, fetch.MAX_PART)
+    got = await fetch.read_ranges(fs, obj, ranges, gap=-1) if ranges else {}
     job.requests += len(got)
 
     def decode() -> FileRead:
         view = _KnownParts(obj.size, got, job.url)
         pf = pq.ParquetFile(view, metadata=md, pre_buffer=False)
         try:
-            table = _read_in_column_batches(pf, rgs, present, md)
+            table = _read_in_column_batches(pf, rgs, present, md, got)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise DataReadError(f"cannot decode {job.url}: {type(exc).__name__}: {exc}") from exc
         finally:
@@ -474,39 +480,131 @@ async def _read_one(fs: Any, job: _Job, cache: WarmCache | None) -> Any:
 
 #: Decoded sizes above which row groups are decoded a few columns at a time.
 BATCHED_DECODE_BYTES = 64 * 2**20
-#: Columns decoded together when decoding in batches.
+#: Columns decoded together when decoding in batches, at most...
 DECODE_BATCH_COLUMNS = 64
+#: ...and about this many bytes of them in memory (pyarrow's pool keeps what a batch used).
+DECODE_BATCH_BYTES = 8 * 2**20
+
+
+def _batch_width(size: int, n_columns: int) -> int:
+    """Columns per decode batch for ``n_columns`` columns of ``size`` bytes in memory."""
+    return max(1, min(DECODE_BATCH_COLUMNS, DECODE_BATCH_BYTES * n_columns // max(size, 1)))
 
 
 def _read_in_column_batches(
-    pf: pq.ParquetFile, rgs: Sequence[int], present: Sequence[str], md: pq.FileMetaData
-) -> pa.Table:
+    pf: pq.ParquetFile,
+    rgs: Sequence[int],
+    present: Sequence[str],
+    md: pq.FileMetaData,
+    fetched: dict[tuple[int, int], Any] | None = None,
+) -> pa.Table | pd.DataFrame:
     """``pf.read_row_groups(rgs, columns=present)``, a few columns at a time when large.
 
     pyarrow's decode of a whole row group peaks at about twice the table it returns (its
-    builders grow for all columns at once); decoding :data:`DECODE_BATCH_COLUMNS` columns at a
-    time keeps the peak near the table's own size (measured on the benchmark's assembled file:
-    +375 MiB instead of +538 MiB for a 265 MiB row group), and the columns stay contiguous.
+    builders grow for all columns at once), and converting that table to pandas copies it
+    once more. So above :data:`BATCHED_DECODE_BYTES`, a few columns are decoded at a time
+    (about :data:`DECODE_BATCH_BYTES`, at most :data:`DECODE_BATCH_COLUMNS`), and the features (the float columns of the commonest float type)
+    are copied straight into one preallocated 2-D block, pandas' own layout: the result is a
+    pandas frame, and the peak stays near its size. Files whose pandas metadata asks for
+    another conversion (a stored index, nullable float dtypes) get the decoded Arrow table.
+    ``fetched`` (the fetched ranges ``pf`` reads) loses each range once its columns are in.
     """
     in_memory = _group_bytes(md, present)
     size = sum(in_memory[g] for g in rgs)
     if size <= BATCHED_DECODE_BYTES or len(present) <= DECODE_BATCH_COLUMNS:
         return pf.read_row_groups(rgs, columns=list(present), use_threads=False)
-    parts = [
-        pf.read_row_groups(
-            rgs, columns=list(present[i : i + DECODE_BATCH_COLUMNS]), use_threads=False
-        )  # fmt: skip
-        for i in range(0, len(present), DECODE_BATCH_COLUMNS)
-    ]
-    fields = [f for p in parts for f in p.schema]
-    columns = [c for p in parts for c in p.columns]
-    del parts
-    return pa.Table.from_arrays(
-        columns, schema=pa.schema(fields, metadata=pf.schema_arrow.metadata)
+    from .readers import is_string_column, written_numpy_types
+
+    schema = pf.schema_arrow
+    written = written_numpy_types(schema)
+    types = {c: schema.field(c).type for c in present}
+    floats = [c for c in present if pa.types.is_floating(types[c]) and not is_string_column(c)]
+    kind = collections.Counter(types[c] for c in floats).most_common(1)
+    dtype = np.dtype(kind[0][0].to_pandas_dtype()) if kind else None
+    if dtype is not None and written is not None:
+        floats = [
+            c for c in floats if types[c] == kind[0][0] and written.get(c, dtype.name) == dtype.name
+        ]
+    width = _batch_width(size, len(present))
+    if written is None or len(floats) < DECODE_BATCH_COLUMNS:
+        parts = [
+            pf.read_row_groups(rgs, columns=list(present[i : i + width]), use_threads=False)
+            for i in range(0, len(present), width)
+        ]
+        fields = [f for p in parts for f in p.schema]
+        columns = [c for p in parts for c in p.columns]
+        del parts
+        return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=schema.metadata))
+    return _decode_into_block(pf, rgs, present, floats, dtype, md, width, fetched)
+
+
+def _decode_into_block(
+    pf: pq.ParquetFile,
+    rgs: Sequence[int],
+    present: Sequence[str],
+    floats: Sequence[str],
+    dtype: np.dtype,
+    md: pq.FileMetaData,
+    width: int,
+    fetched: dict[tuple[int, int], Any] | None,
+) -> pd.DataFrame:
+    """Decode ``present`` a few columns at a time; ``floats`` go into one 2-D block. Fetched
+    ranges that end before the next batch's first chunk are dropped as it goes (the pieces'
+    row groups are consecutive, so those hold only chunks already decoded)."""
+    from .readers import _parquet_frame, reorder_columns
+
+    rows = sum(md.row_group(g).num_rows for g in rgs)
+    block = np.empty((len(floats), rows), dtype=dtype)  # pandas' layout: a row per column
+    slot = {c: j for j, c in enumerate(floats)}
+    starts = _first_chunk_starts(md, present, rgs[0]) if fetched else []
+    rest_fields: list[pa.Field] = []
+    rest_columns: list[pa.ChunkedArray] = []
+    for i in range(0, len(present), width):
+        part = pf.read_row_groups(rgs, columns=list(present[i : i + width]), use_threads=False)
+        for field, col in zip(part.schema, part.columns, strict=True):
+            j = slot.get(field.name)
+            if j is None:
+                rest_fields.append(field)
+                rest_columns.append(col)
+                continue
+            at = 0
+            for chunk in col.chunks:  # nulls become NaN, as pandas' conversion makes them
+                block[j, at : at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+                at += len(chunk)
+        del part
+        if fetched and i + width < len(present):
+            upto = starts[i + width]
+            for key in [k for k in fetched if k[1] <= upto]:
+                del fetched[key]
+    rest = pa.Table.from_arrays(
+        rest_columns, schema=pa.schema(rest_fields, metadata=pf.schema_arrow.metadata)
     )
+    others = (
+        _parquet_frame(rest, None, None) if rest_fields else pd.DataFrame(index=pd.RangeIndex(rows))
+    )
+    features = pd.DataFrame(block.T, columns=pd.Index(list(floats), dtype=object), copy=False)
+    return reorder_columns(pd.concat([others, features], axis=1), list(present))
 
 
-def _finish(job: _Job, table: pa.Table, names: Sequence[str], complete: bool) -> FileRead:
+def _first_chunk_starts(md: pq.FileMetaData, present: Sequence[str], rg: int) -> list[int]:
+    """For each column of ``present``, where its first chunk in row group ``rg`` starts,
+    running minimum from the end (so ``[i]`` bounds every column from ``i`` on)."""
+    group = md.row_group(rg)
+    first: dict[str, int] = {}
+    for i in range(md.num_columns):
+        col = group.column(i)
+        start = col.data_page_offset
+        if col.has_dictionary_page and col.dictionary_page_offset:
+            start = min(start, col.dictionary_page_offset)
+        name = md.schema.column(i).path.split(".", 1)[0]
+        first[name] = min(first.get(name, start), start)
+    out = [first[c] for c in present]
+    for i in range(len(out) - 2, -1, -1):
+        out[i] = min(out[i], out[i + 1])
+    return out
+
+
+def _finish(job: _Job, table: Any, names: Sequence[str], complete: bool) -> FileRead:
     return FileRead(job.url, table, tuple(names), complete, job.requests)
 
 

@@ -373,3 +373,36 @@ def test_dask_column_projection_reaches_reader(wide):
     two_bytes = CountingFileSystem.counter["bytes"]
     pd.testing.assert_frame_equal(two, full[["Metadata_Well", "Cells_F3"]])
     assert two_bytes < 0.3 * full_bytes, (two_bytes, full_bytes)
+
+
+def _dtypes_by_conversion(schema: pa.Schema) -> dict:
+    """What the schema's dtypes were before the direct mapping: pyarrow converts an empty
+    table (the reference the mapping must agree with)."""
+    schema = readers._arrow_string_safe(schema)
+    empty = schema.empty_table().to_pandas()
+    return {
+        f.name: readers.STRING_DTYPE
+        if readers.is_string_column(f.name) or pa.types.is_string(f.type)
+        else dt
+        for f, dt in zip(schema, empty.dtypes, strict=True)
+    }
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        pa.table({"Metadata_Plate": [1], "a": np.array([1.0], "float32"), "b": [True], "s": ["x"]}),
+        pa.Table.from_pandas(pd.DataFrame({"a": [1.5], "i": [1], "u": np.array([1], "uint8")})),
+        pa.Table.from_pandas(pd.DataFrame({"a": [1.5]}, index=pd.Index([7], name="row"))),
+        pa.Table.from_pandas(pd.DataFrame({"n": pd.array([1, None], "Int64"), "f": [1.0, 2.0]})),
+        pa.Table.from_pandas(pd.DataFrame({"c": pd.Categorical(["a", "b"]), "f": [1.0, 2.0]})),
+        pa.table({"t": pa.array([1], pa.timestamp("s")), "l": [[1.0]]}),
+    ],
+    ids=["plain", "pandas-written", "stored-index", "nullable-int", "categorical", "other-types"],
+)
+def test_schema_dtypes_agree_with_pyarrows_conversion(table):
+    """The direct type mapping (no empty-table conversion) gives pyarrow's dtypes, columns
+    and order, and declines (falls back) where pandas metadata asks for something else."""
+    got = readers._pandas_dtypes(table.schema)
+    want = _dtypes_by_conversion(table.schema)
+    assert list(got) == list(want) and got == want
