@@ -348,7 +348,7 @@ def test_large_row_groups_decode_a_few_columns_at_a_time_like_pyarrow(
     monkeypatch.setattr(parquet_engine, "DECODE_BATCH_COLUMNS", 7)
     monkeypatch.setattr(pq.ParquetFile, "read_row_groups", counting)
     # small requests: fetched ranges are dropped batch by batch (one still needed: an error)
-    monkeypatch.setattr(fetch, "MAX_PART", 4096)
+    monkeypatch.setattr(parquet_engine, "PIECE_REQUEST_BYTES", 4096)
     with FaultProxy(moto_server) as proxy:
         out = parquet_engine.read_parquet(_fs(proxy.url), [f"{b}/big.parquet"], row_groups=[[0, 2]])
         assert len(proxy.log) > 10  # the footer, then chunk-aligned ranges of at most 4 KiB
