@@ -299,11 +299,17 @@ def chunk_spans(
         group = metadata.row_group(rg)
         for i in leaves:
             col = group.column(i)
-            start = col.data_page_offset
-            if col.has_dictionary_page and col.dictionary_page_offset:
-                start = min(start, col.dictionary_page_offset)
+            start = chunk_start(col)
             spans.append((start, start + col.total_compressed_size))
     return spans
+
+
+def chunk_start(col: pq.ColumnChunkMetaData) -> int:
+    """Where a column chunk starts in its file: its dictionary page, else its first data page."""
+    start = col.data_page_offset
+    if col.has_dictionary_page and col.dictionary_page_offset:
+        start = min(start, col.dictionary_page_offset)
+    return start
 
 
 def column_ranges(metadata: pq.FileMetaData, columns: Iterable[str]) -> list[tuple[int, int]]:

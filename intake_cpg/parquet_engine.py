@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 
 from . import fetch, polars_frames, thrift
 from .errors import DataReadError, ParameterError, StorageError
-from .footer_cache import chunk_spans
+from .footer_cache import chunk_spans, chunk_start
 
 log = logging.getLogger(__name__)
 
@@ -478,10 +478,10 @@ async def _read_one(fs: Any, job: _Job, cache: WarmCache | None) -> Any:
     return decode
 
 
-#: Bytes per request of a footer-planned read (whole column chunks, so never cut): the
-#: unit in which a large piece's fetched bytes are freed while it decodes (measured on the
-#: benchmark's 259 MiB row group: peak +337 MiB over the frame's size with 16 MiB
-#: requests, +314 MiB with 4 MiB).
+#: Bytes per request of a footer-planned read (whole column chunks, so never cut and
+#: joined): the unit in which a large piece's fetched bytes are freed while it decodes. On the
+#: benchmark's 259 MiB row group the read peaked at +311 to +342 MiB over three runs with
+#: 4 MiB, +337 MiB in one run with 16 MiB: a gain within the noise, kept for the finer grain.
 PIECE_REQUEST_BYTES = 4 * 2**20
 #: Decoded sizes above which row groups are decoded a few columns at a time.
 BATCHED_DECODE_BYTES = 64 * 2**20
@@ -508,9 +508,10 @@ def _read_in_column_batches(
     pyarrow's decode of a whole row group peaks at about twice the table it returns (its
     builders grow for all columns at once), and converting that table to pandas copies it
     once more. So above :data:`BATCHED_DECODE_BYTES`, a few columns are decoded at a time
-    (about :data:`DECODE_BATCH_BYTES`, at most :data:`DECODE_BATCH_COLUMNS`), and the features (the float columns of the commonest float type)
-    are copied straight into one preallocated 2-D block, pandas' own layout: the result is a
-    pandas frame, and the peak stays near its size. Files whose pandas metadata asks for
+    (about :data:`DECODE_BATCH_BYTES`, at most :data:`DECODE_BATCH_COLUMNS`), and the
+    features (the float columns of the commonest float type) are copied straight into one
+    preallocated 2-D block, pandas' own layout: the result is a pandas frame, and the peak
+    stays near its size. Files whose pandas metadata asks for
     another conversion (a stored index, nullable float dtypes) get the decoded Arrow table.
     ``fetched`` (the fetched ranges ``pf`` reads) loses each range once its columns are in.
     """
@@ -597,10 +598,7 @@ def _first_chunk_starts(md: pq.FileMetaData, present: Sequence[str], rg: int) ->
     group = md.row_group(rg)
     first: dict[str, int] = {}
     for i in range(md.num_columns):
-        col = group.column(i)
-        start = col.data_page_offset
-        if col.has_dictionary_page and col.dictionary_page_offset:
-            start = min(start, col.dictionary_page_offset)
+        start = chunk_start(group.column(i))
         name = md.schema.column(i).path.split(".", 1)[0]
         first[name] = min(first.get(name, start), start)
     out = [first[c] for c in present]
