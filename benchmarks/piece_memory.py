@@ -20,8 +20,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run as R  # noqa: E402
-from s3server import SeaweedS3  # noqa: E402
+import run as R
+from s3server import SeaweedS3
 
 
 def main() -> None:
