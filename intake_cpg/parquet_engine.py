@@ -590,7 +590,7 @@ def _decode_into_block(
     )
     features = pd.DataFrame(block.T, columns=pd.Index(list(floats), dtype=object), copy=False)
     # the batches went through pyarrow's pool, which keeps freed memory for reuse: give it back
-    # once per large piece (worker peak 782-783 MiB with this, 796-838 without, in the bench)
+    # once per large piece (bench worker peak 781-783 MiB with this in two runs, 796-838 without)
     pa.default_memory_pool().release_unused()
     return reorder_columns(pd.concat([others, features], axis=1), list(present))
 
