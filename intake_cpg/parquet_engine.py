@@ -36,7 +36,7 @@ import os
 import struct
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -509,64 +509,81 @@ def _read_in_column_batches(
     builders grow for all columns at once), and converting that table to pandas copies it
     once more. So above :data:`BATCHED_DECODE_BYTES`, a few columns are decoded at a time
     (about :data:`DECODE_BATCH_BYTES`, at most :data:`DECODE_BATCH_COLUMNS`), and the
-    features (the float columns of the commonest float type) are copied straight into one
-    preallocated 2-D block, pandas' own layout: the result is a pandas frame, and the peak
-    stays near its size. Files whose pandas metadata asks for
-    another conversion (a stored index, nullable float dtypes) get the decoded Arrow table.
-    ``fetched`` (the fetched ranges ``pf`` reads) loses each range once its columns are in.
+    features (:func:`_block_columns`) are copied straight into one preallocated 2-D block,
+    pandas' own layout: the result is a pandas frame, and the peak stays near its size.
+    Files whose pandas metadata stores an index get the decoded Arrow table. ``fetched``
+    (the fetched ranges ``pf`` reads) loses each range once its columns are in.
     """
     in_memory = _group_bytes(md, present)
     size = sum(in_memory[g] for g in rgs)
     if size <= BATCHED_DECODE_BYTES or len(present) <= DECODE_BATCH_COLUMNS:
         return pf.read_row_groups(rgs, columns=list(present), use_threads=False)
-    from .readers import is_string_column, written_numpy_types
-
     schema = pf.schema_arrow
-    written = written_numpy_types(schema)
-    types = {c: schema.field(c).type for c in present}
-    floats = [c for c in present if pa.types.is_floating(types[c]) and not is_string_column(c)]
-    kind = collections.Counter(types[c] for c in floats).most_common(1)
-    dtype = np.dtype(kind[0][0].to_pandas_dtype()) if kind else None
-    if dtype is not None and written is not None:
-        floats = [
-            c for c in floats if types[c] == kind[0][0] and written.get(c, dtype.name) == dtype.name
-        ]
-    width = _batch_width(size, len(present))
-    if written is None or len(floats) < DECODE_BATCH_COLUMNS:
-        parts = [
-            pf.read_row_groups(rgs, columns=list(present[i : i + width]), use_threads=False)
-            for i in range(0, len(present), width)
-        ]
+    batches = _column_batches(pf, rgs, present, md, _batch_width(size, len(present)), fetched)
+    floats, dtype = _block_columns(schema, present)
+    if not floats:
+        parts = list(batches)
         fields = [f for p in parts for f in p.schema]
         columns = [c for p in parts for c in p.columns]
         del parts
         return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=schema.metadata))
-    return _decode_into_block(pf, rgs, present, floats, dtype, md, width, fetched)
+    rows = sum(md.row_group(g).num_rows for g in rgs)
+    return _decode_into_block(
+        batches, present, floats, np.empty((len(floats), rows), dtype), schema
+    )
 
 
-def _decode_into_block(
+def _block_columns(schema: pa.Schema, present: Sequence[str]) -> tuple[list[str], Any]:
+    """The columns a large piece decodes into one block, and its dtype: the float columns of
+    the commonest float type whose pandas metadata (if any) records that same NumPy type.
+    None (an Arrow table instead) when the metadata stores an index, or when there are fewer
+    than :data:`DECODE_BATCH_COLUMNS` of them."""
+    from .readers import is_string_column, written_numpy_types
+
+    written = written_numpy_types(schema)
+    types = {c: schema.field(c).type for c in present}
+    floats = [c for c in present if pa.types.is_floating(types[c]) and not is_string_column(c)]
+    if written is None or not floats:
+        return [], None
+    common = collections.Counter(types[c] for c in floats).most_common(1)[0][0]
+    dtype = np.dtype(common.to_pandas_dtype())
+    floats = [c for c in floats if types[c] == common and written.get(c, dtype.name) == dtype.name]
+    return (floats, dtype) if len(floats) >= DECODE_BATCH_COLUMNS else ([], None)
+
+
+def _column_batches(
     pf: pq.ParquetFile,
     rgs: Sequence[int],
     present: Sequence[str],
-    floats: Sequence[str],
-    dtype: np.dtype,
     md: pq.FileMetaData,
     width: int,
     fetched: dict[tuple[int, int], Any] | None,
+) -> Iterator[pa.Table]:
+    """``present`` decoded ``width`` columns at a time. After each batch, the fetched ranges
+    that end before the next batch's first chunk are dropped (the piece's row groups are
+    consecutive, so those hold only chunks already decoded)."""
+    starts = _first_chunk_starts(md, present, rgs[0]) if fetched else []
+    for i in range(0, len(present), width):
+        yield pf.read_row_groups(rgs, columns=list(present[i : i + width]), use_threads=False)
+        if fetched and i + width < len(present):
+            for key in [k for k in fetched if k[1] <= starts[i + width]]:
+                del fetched[key]
+
+
+def _decode_into_block(
+    batches: Iterator[pa.Table],
+    present: Sequence[str],
+    floats: Sequence[str],
+    block: np.ndarray,
+    schema: pa.Schema,
 ) -> pd.DataFrame:
-    """Decode ``present`` a few columns at a time; ``floats`` go into one 2-D block. Fetched
-    ranges that end before the next batch's first chunk are dropped as it goes (the pieces'
-    row groups are consecutive, so those hold only chunks already decoded)."""
+    """The decoded ``batches`` as pandas, ``floats`` copied into ``block`` (a row each)."""
     from .readers import _parquet_frame, reorder_columns
 
-    rows = sum(md.row_group(g).num_rows for g in rgs)
-    block = np.empty((len(floats), rows), dtype=dtype)  # pandas' layout: a row per column
     slot = {c: j for j, c in enumerate(floats)}
-    starts = _first_chunk_starts(md, present, rgs[0]) if fetched else []
     rest_fields: list[pa.Field] = []
     rest_columns: list[pa.ChunkedArray] = []
-    for i in range(0, len(present), width):
-        part = pf.read_row_groups(rgs, columns=list(present[i : i + width]), use_threads=False)
+    for part in batches:
         for field, col in zip(part.schema, part.columns, strict=True):
             j = slot.get(field.name)
             if j is None:
@@ -578,12 +595,9 @@ def _decode_into_block(
                 block[j, at : at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
                 at += len(chunk)
         del part
-        if fetched and i + width < len(present):
-            upto = starts[i + width]
-            for key in [k for k in fetched if k[1] <= upto]:
-                del fetched[key]
+    rows = block.shape[1]
     rest = pa.Table.from_arrays(
-        rest_columns, schema=pa.schema(rest_fields, metadata=pf.schema_arrow.metadata)
+        rest_columns, schema=pa.schema(rest_fields, metadata=schema.metadata)
     )
     others = (
         _parquet_frame(rest, None, None) if rest_fields else pd.DataFrame(index=pd.RangeIndex(rows))

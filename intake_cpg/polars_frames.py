@@ -89,9 +89,9 @@ def concat(files: Sequence[PolarsFile]) -> PolarsFile | None:
 def to_pandas(file: PolarsFile, string_dtype: Any) -> pd.DataFrame:
     """A decoded file as pandas, in its column order, strings as ``string_dtype``.
 
-    ``file`` is consumed (its non-numeric columns are taken out of its frame). When every numeric
-    column has one dtype (a plate's features), they become one 2-D block with one copy, and
-    each run of them in the file's order is a view of it.
+    ``file`` is consumed (its non-numeric columns are taken out of its frame). When every
+    numeric column has one dtype (a plate's features), they become one 2-D block with one
+    copy, and each run of them in the file's order is a view of it.
 
     >>> import pyarrow.parquet as pq
     >>> buf = io.BytesIO()
@@ -123,9 +123,8 @@ def to_pandas(file: PolarsFile, string_dtype: Any) -> pd.DataFrame:
                 others[a] = pd.DataFrame({names[a]: pd.array(arr, dtype=string_dtype)})
             else:
                 others[a] = pd.DataFrame({names[a]: s.to_pandas()})
-    block = (
-        df.to_numpy() if len({c for c, _, _ in runs if c in numeric}) == 1 else None
-    )  # (rows, numeric columns), one copy
+    kinds = {c for c, _, _ in runs if c in numeric}
+    block = df.to_numpy() if len(kinds) == 1 else None  # (rows, numeric columns): one copy
     frames: list[pd.DataFrame] = []
     done = 0  # numeric columns placed so far: their position in ``df`` now
     for c, a, b in runs:  # in file order, so the result needs no reordering
