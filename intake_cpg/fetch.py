@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import errno
 import logging
 import re
@@ -83,6 +84,11 @@ def run(fs: Any, coro: Any) -> Any:
     from fsspec.asyn import sync
 
     return sync(fs.loop, lambda: coro)
+
+
+def submit(fs: Any, coro: Any) -> concurrent.futures.Future[Any]:
+    """Start ``coro`` on ``fs``'s event loop and return at once: a future of its result."""
+    return asyncio.run_coroutine_threadsafe(coro, fs.loop)
 
 
 def coalesce(

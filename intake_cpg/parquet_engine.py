@@ -30,6 +30,7 @@ import bisect
 import collections
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ import pyarrow.parquet as pq
 
 from . import fetch, polars_frames, thrift
 from .errors import DataReadError, ParameterError, StorageError
-from .footer_cache import chunk_spans, chunk_start
+from .footer_cache import chunk_spans
 
 log = logging.getLogger(__name__)
 
@@ -271,13 +272,26 @@ def resolve_warm_cache(value: Any) -> WarmCache | None:
 # decoding
 # --------------------------------------------------------------------------------------------
 class _KnownParts(io.RawIOBase):
-    """A read-only file of ``size`` bytes of which only the fetched ranges are known."""
+    """A read-only file of ``size`` bytes of which only the fetched ranges are known (ranges
+    come and go with :meth:`add` and :meth:`drop` while a large piece decodes)."""
 
     def __init__(self, size: int, parts: dict[tuple[int, int], bytes], url: str) -> None:
         self._size, self.url, self.pos = size, url, 0
-        self.starts = sorted(parts)
         self.parts = parts
+        self._index()
+
+    def _index(self) -> None:
+        self.starts = sorted(self.parts)
         self._keys = [s for s, _ in self.starts]
+
+    def add(self, parts: dict[tuple[int, int], bytes]) -> None:
+        self.parts.update(parts)
+        self._index()
+
+    def drop(self) -> None:
+        """Forget every range (their bytes go)."""
+        self.parts.clear()
+        self._index()
 
     def readable(self) -> bool:
         return True
@@ -297,8 +311,8 @@ class _KnownParts(io.RawIOBase):
         i = bisect.bisect_right(self._keys, self.pos) - 1
         if i >= 0:
             s, e = self.starts[i]
-            blob = self.parts.get((s, e))  # None: dropped after its columns were decoded
-            if self.pos >= s and end <= e and blob is not None:
+            blob = self.parts[(s, e)]
+            if self.pos >= s and end <= e:
                 out = memoryview(blob)[self.pos - s : end - s]  # a view: no copy
                 self.pos = end
                 return out
@@ -458,31 +472,34 @@ async def _read_one(fs: Any, job: _Job, cache: WarmCache | None) -> Any:
     names = md.schema.to_arrow_schema().names
     present = list(names) if cols is None else [c for c in cols if c in set(names)]
     rgs = list(range(md.num_row_groups)) if job.row_groups is None else list(job.row_groups)
-    # requests of whole column chunks, about PIECE_REQUEST_BYTES each: never cut and joined
-    # again, and each dropped once its columns are decoded (large pieces)
-    ranges = fetch.coalesce(chunk_spans(md, present, rgs), fetch.MAX_GAP, PIECE_REQUEST_BYTES)
-    got = await fetch.read_ranges(fs, obj, ranges, gap=-1) if ranges else {}
+    batches = _decode_batches(md, present, rgs)
+    windows = _fetch_windows(md, rgs, batches or [present])
+    got = await fetch.read_ranges(fs, obj, windows[0][1], gap=-1) if windows[0][1] else {}
     job.requests += len(got)
 
     def decode() -> FileRead:
         view = _KnownParts(obj.size, got, job.url)
+        ahead = _FetchAhead(fs, obj, windows, view, job)
         pf = pq.ParquetFile(view, metadata=md, pre_buffer=False)
         try:
-            table = _read_in_column_batches(pf, rgs, present, md, got)
+            table = _read_in_column_batches(pf, rgs, present, md, batches, ahead)
+        except StorageError:
+            raise
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise DataReadError(f"cannot decode {job.url}: {type(exc).__name__}: {exc}") from exc
         finally:
-            got.clear()  # the fetched bytes go as soon as they are decoded
+            ahead.close()  # the fetched bytes go as soon as they are decoded
         return _finish(job, table, names, True)
 
     return decode
 
 
 #: Bytes per request of a footer-planned read (whole column chunks, so never cut and
-#: joined): the unit in which a large piece's fetched bytes are freed while it decodes. On the
-#: benchmark's 259 MiB row group the read peaked at +311 to +342 MiB over three runs with
-#: 4 MiB, +337 MiB in one run with 16 MiB: a gain within the noise, kept for the finer grain.
+#: joined again): the unit of a large piece's fetch.
 PIECE_REQUEST_BYTES = 4 * 2**20
+#: Compressed bytes of a large piece fetched together, one such window ahead of its decode:
+#: a piece holds two windows of fetched bytes at a time, never the whole piece.
+FETCH_WINDOW_BYTES = 4 * 2**20
 #: Decoded sizes above which row groups are decoded a few columns at a time.
 BATCHED_DECODE_BYTES = 64 * 2**20
 #: Columns decoded together when decoding in batches, at most...
@@ -491,9 +508,92 @@ DECODE_BATCH_COLUMNS = 64
 DECODE_BATCH_BYTES = 8 * 2**20
 
 
-def _batch_width(size: int, n_columns: int) -> int:
-    """Columns per decode batch for ``n_columns`` columns of ``size`` bytes in memory."""
-    return max(1, min(DECODE_BATCH_COLUMNS, DECODE_BATCH_BYTES * n_columns // max(size, 1)))
+def _decode_batches(
+    md: pq.FileMetaData, present: Sequence[str], rgs: Sequence[int]
+) -> list[list[str]] | None:
+    """The column batches a piece is decoded in, or ``None`` to decode it whole.
+
+    pyarrow's decode of a whole row group peaks at about twice the table it returns (its
+    builders grow for all columns at once). So above :data:`BATCHED_DECODE_BYTES` in memory,
+    a piece is decoded about :data:`DECODE_BATCH_BYTES` at a time (at most
+    :data:`DECODE_BATCH_COLUMNS` columns).
+    """
+    in_memory = _group_bytes(md, present)
+    size = sum(in_memory[g] for g in rgs)
+    if size <= BATCHED_DECODE_BYTES or len(present) <= DECODE_BATCH_COLUMNS:
+        return None
+    width = max(1, min(DECODE_BATCH_COLUMNS, DECODE_BATCH_BYTES * len(present) // max(size, 1)))
+    return [list(present[i : i + width]) for i in range(0, len(present), width)]
+
+
+def _fetch_windows(
+    md: pq.FileMetaData, rgs: Sequence[int], batches: Sequence[Sequence[str]]
+) -> list[tuple[int, list[tuple[int, int]]]]:
+    """Consecutive ``batches`` grouped into fetch windows of about :data:`FETCH_WINDOW_BYTES`
+    of column chunks: ``(number of batches, request ranges)`` each, the requests whole
+    chunks of about :data:`PIECE_REQUEST_BYTES` (:func:`intake_cpg.fetch.coalesce`) that
+    hold no bytes of another window."""
+    windows: list[tuple[int, list[tuple[int, int]]]] = []
+    spans: list[tuple[int, int]] = []
+    n = size = 0
+    for cols in batches:
+        more = chunk_spans(md, cols, rgs)
+        spans += more
+        n += 1
+        size += sum(e - s for s, e in more)
+        if size >= FETCH_WINDOW_BYTES:
+            windows.append((n, spans))
+            spans, n, size = [], 0, 0
+    if n or not windows:
+        windows.append((n, spans))
+    # one window: small gaps merged, as for any read; several: no bytes of another window
+    gap = fetch.MAX_GAP if len(windows) == 1 else 0
+    return [(n, fetch.coalesce(spans, gap, PIECE_REQUEST_BYTES)) for n, spans in windows]
+
+
+class _FetchAhead:
+    """A piece's fetch windows (:func:`_fetch_windows`) fed to its decode: the first is in
+    ``view`` already; when the decode reaches a window's first batch (:meth:`ready`), the
+    previous window's bytes are dropped, this one's come in, and the next one's fetch starts
+    on the event loop, so it arrives while this one decodes."""
+
+    def __init__(
+        self,
+        fs: Any,
+        obj: fetch.Pinned,
+        windows: Sequence[tuple[int, list[tuple[int, int]]]],
+        view: _KnownParts,
+        job: _Job,
+    ) -> None:
+        self.fs, self.obj, self.view, self.job = fs, obj, view, job
+        self.ranges = [r for _, r in windows]
+        self.first = list(itertools.accumulate((n for n, _ in windows), initial=0))[:-1]
+        self.window = 0
+        self.next: Any = self._start(1)
+
+    def _start(self, w: int) -> Any:
+        if w >= len(self.ranges) or not self.ranges[w]:
+            return None
+        return fetch.submit(self.fs, fetch.read_ranges(self.fs, self.obj, self.ranges[w], gap=-1))
+
+    def ready(self, batch: int) -> None:
+        """Before decoding batch ``batch``: its window's bytes are in the view."""
+        w = bisect.bisect_right(self.first, batch) - 1
+        if w == self.window:
+            return
+        pending, self.next = self.next, None
+        self.view.drop()
+        got = pending.result() if pending is not None else {}
+        self.job.requests += len(got)
+        self.view.add(got)
+        self.window = w
+        self.next = self._start(w + 1)
+
+    def close(self) -> None:
+        if self.next is not None:
+            self.next.cancel()
+            self.next = None
+        self.view.drop()
 
 
 def _read_in_column_batches(
@@ -501,35 +601,32 @@ def _read_in_column_batches(
     rgs: Sequence[int],
     present: Sequence[str],
     md: pq.FileMetaData,
-    fetched: dict[tuple[int, int], Any] | None = None,
+    batches: Sequence[Sequence[str]] | None,
+    ahead: _FetchAhead | None = None,
 ) -> pa.Table | pd.DataFrame:
-    """``pf.read_row_groups(rgs, columns=present)``, a few columns at a time when large.
+    """``pf.read_row_groups(rgs, columns=present)``, in ``batches`` of columns when given
+    (:func:`_decode_batches`).
 
-    pyarrow's decode of a whole row group peaks at about twice the table it returns (its
-    builders grow for all columns at once), and converting that table to pandas copies it
-    once more. So above :data:`BATCHED_DECODE_BYTES`, a few columns are decoded at a time
-    (about :data:`DECODE_BATCH_BYTES`, at most :data:`DECODE_BATCH_COLUMNS`), and the
-    features (:func:`_block_columns`) are copied straight into one preallocated 2-D block,
-    pandas' own layout: the result is a pandas frame, and the peak stays near its size.
-    Files whose pandas metadata stores an index get the decoded Arrow table. ``fetched``
-    (the fetched ranges ``pf`` reads) loses each range once its columns are in.
+    In batches, the features (:func:`_block_columns`) are copied straight into one
+    preallocated 2-D block, pandas' own layout: the result is a pandas frame (where
+    converting an Arrow table would copy it once more), and the peak stays near its size.
+    Files whose pandas metadata stores an index get the decoded Arrow table. ``ahead`` feeds
+    each batch's column chunks just before it decodes.
     """
-    in_memory = _group_bytes(md, present)
-    size = sum(in_memory[g] for g in rgs)
-    if size <= BATCHED_DECODE_BYTES or len(present) <= DECODE_BATCH_COLUMNS:
+    if batches is None:
         return pf.read_row_groups(rgs, columns=list(present), use_threads=False)
     schema = pf.schema_arrow
-    batches = _column_batches(pf, rgs, present, md, _batch_width(size, len(present)), fetched)
+    decoded = _column_batches(pf, rgs, batches, ahead)
     floats, dtype = _block_columns(schema, present)
     if not floats:
-        parts = list(batches)
+        parts = list(decoded)
         fields = [f for p in parts for f in p.schema]
         columns = [c for p in parts for c in p.columns]
         del parts
         return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=schema.metadata))
     rows = sum(md.row_group(g).num_rows for g in rgs)
     return _decode_into_block(
-        batches, present, floats, np.empty((len(floats), rows), dtype), schema
+        decoded, present, floats, np.empty((len(floats), rows), dtype), schema
     )
 
 
@@ -554,20 +651,14 @@ def _block_columns(schema: pa.Schema, present: Sequence[str]) -> tuple[list[str]
 def _column_batches(
     pf: pq.ParquetFile,
     rgs: Sequence[int],
-    present: Sequence[str],
-    md: pq.FileMetaData,
-    width: int,
-    fetched: dict[tuple[int, int], Any] | None,
+    batches: Sequence[Sequence[str]],
+    ahead: _FetchAhead | None,
 ) -> Iterator[pa.Table]:
-    """``present`` decoded ``width`` columns at a time. After each batch, the fetched ranges
-    that end before the next batch's first chunk are dropped (the piece's row groups are
-    consecutive, so those hold only chunks already decoded)."""
-    starts = _first_chunk_starts(md, present, rgs[0]) if fetched else []
-    for i in range(0, len(present), width):
-        yield pf.read_row_groups(rgs, columns=list(present[i : i + width]), use_threads=False)
-        if fetched and i + width < len(present):
-            for key in [k for k in fetched if k[1] <= starts[i + width]]:
-                del fetched[key]
+    """Each batch of columns decoded in turn, its chunks fed by ``ahead`` first."""
+    for i, cols in enumerate(batches):
+        if ahead is not None:
+            ahead.ready(i)
+        yield pf.read_row_groups(rgs, columns=list(cols), use_threads=False)
 
 
 def _decode_into_block(
@@ -607,21 +698,6 @@ def _decode_into_block(
     # once per large piece (bench worker peak 781-783 MiB with this in two runs, 796-838 without)
     pa.default_memory_pool().release_unused()
     return reorder_columns(pd.concat([others, features], axis=1), list(present))
-
-
-def _first_chunk_starts(md: pq.FileMetaData, present: Sequence[str], rg: int) -> list[int]:
-    """For each column of ``present``, where its first chunk in row group ``rg`` starts,
-    running minimum from the end (so ``[i]`` bounds every column from ``i`` on)."""
-    group = md.row_group(rg)
-    first: dict[str, int] = {}
-    for i in range(md.num_columns):
-        start = chunk_start(group.column(i))
-        name = md.schema.column(i).path.split(".", 1)[0]
-        first[name] = min(first.get(name, start), start)
-    out = [first[c] for c in present]
-    for i in range(len(out) - 2, -1, -1):
-        out[i] = min(out[i], out[i + 1])
-    return out
 
 
 def _finish(job: _Job, table: Any, names: Sequence[str], complete: bool) -> FileRead:

@@ -338,20 +338,28 @@ def test_large_row_groups_decode_a_few_columns_at_a_time_like_pyarrow(
     data = _bytes(t, row_group_size=250)
     s3_admin.pipe(f"{b}/big.parquet", data)
     batches: list[int] = []
+    fetched_before: list[int] = []  # requests made before each batch decodes
     real = pq.ParquetFile.read_row_groups
 
     def counting(self, row_groups, columns=None, **kw):
         batches.append(len(columns))
+        fetched_before.append(len(proxy.log))
         return real(self, row_groups, columns=columns, **kw)
 
     monkeypatch.setattr(parquet_engine, "BATCHED_DECODE_BYTES", 1)
     monkeypatch.setattr(parquet_engine, "DECODE_BATCH_COLUMNS", 7)
     monkeypatch.setattr(pq.ParquetFile, "read_row_groups", counting)
-    # small requests: fetched ranges are dropped batch by batch (one still needed: an error)
+    # small requests and windows: each window's bytes come in as the decode reaches it and
+    # go when it leaves it (one dropped too early, or never fetched: an error)
     monkeypatch.setattr(parquet_engine, "PIECE_REQUEST_BYTES", 4096)
+    monkeypatch.setattr(parquet_engine, "FETCH_WINDOW_BYTES", 8192)
     with FaultProxy(moto_server) as proxy:
         out = parquet_engine.read_parquet(_fs(proxy.url), [f"{b}/big.parquet"], row_groups=[[0, 2]])
         assert len(proxy.log) > 10  # the footer, then chunk-aligned ranges of at most 4 KiB
+        assert all(r.headers.get("If-Match") for r in proxy.log[1:])  # pinned, every window
+        assert out[0].requests == len(proxy.log)
+    # fetched while decoding, a window ahead: not all before the first batch
+    assert fetched_before[0] < len(proxy.log) and len(set(fetched_before)) > 2
     want = real(pq.ParquetFile(pa.BufferReader(data)), [0, 2])
     n = len(want.column_names)
     assert batches == [7] * (n // 7) + [n % 7]  # 7 columns at a time
@@ -375,3 +383,46 @@ def test_reorder_columns_moves_runs_without_copying():
     assert np.shares_memory(out["c"].to_numpy(), df["c"].to_numpy())
     scattered = ["d", "b", "Metadata_Source", "a", "c"]
     pd.testing.assert_frame_equal(readers.reorder_columns(df, scattered), df[scattered])
+
+
+def test_fetch_windows_cover_each_chunk_once_in_batch_order():
+    md = pq.ParquetFile(pa.BufferReader(_bytes(_table(40, rows=1000), row_group_size=250))).metadata
+    names = md.schema.to_arrow_schema().names
+    batches = [names[i : i + 7] for i in range(0, len(names), 7)]
+    rgs = [1, 3]
+    for window in (1, 20_000, 10**9):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(parquet_engine, "FETCH_WINDOW_BYTES", window)
+            windows = parquet_engine._fetch_windows(md, rgs, batches)
+        assert sum(n for n, _ in windows) == len(batches)
+        want = {1: len(batches), 10**9: 1}.get(window)
+        assert want is None and 1 < len(windows) < len(batches) or len(windows) == want
+        first = 0
+        for n, ranges in windows:  # each window's requests hold exactly its batches' chunks
+            spans = parquet_engine.chunk_spans(
+                md, [c for b in batches[first : first + n] for c in b], rgs
+            )
+            assert all(any(s <= cs and ce <= e for s, e in ranges) for cs, ce in spans)
+            if len(windows) > 1:  # no bytes of another window
+                assert sum(e - s for s, e in ranges) == sum(e - s for s, e in spans)
+            first += n
+
+
+def test_a_piece_replaced_between_its_windows_is_an_error_not_a_mix(
+    make_bucket, s3_admin, moto_server, monkeypatch
+):
+    b = make_bucket()
+    data = _bytes(_table(40, rows=1000), row_group_size=250)
+    s3_admin.pipe(f"{b}/big.parquet", data)
+    monkeypatch.setattr(parquet_engine, "BATCHED_DECODE_BYTES", 1)
+    monkeypatch.setattr(parquet_engine, "DECODE_BATCH_COLUMNS", 7)
+    monkeypatch.setattr(parquet_engine, "PIECE_REQUEST_BYTES", 4096)
+    monkeypatch.setattr(parquet_engine, "FETCH_WINDOW_BYTES", 8192)
+    with FaultProxy(moto_server) as proxy:
+        fs = _fs(proxy.url)
+        replaced = _bytes(_table(40, rows=1000, seed=5), row_group_size=250)
+        proxy.add(
+            "hook", skip=6, count=1, hook=lambda r: s3_admin.pipe(f"{b}/big.parquet", replaced)
+        )
+        with pytest.raises(StorageError, match="changed|replaced|refresh"):
+            parquet_engine.read_parquet(fs, [f"{b}/big.parquet"], row_groups=[[0, 2]])
