@@ -602,7 +602,7 @@ def _read_in_column_batches(
     present: Sequence[str],
     md: pq.FileMetaData,
     batches: Sequence[Sequence[str]] | None,
-    ahead: _FetchAhead | None = None,
+    ahead: _FetchAhead,
 ) -> pa.Table | pd.DataFrame:
     """``pf.read_row_groups(rgs, columns=present)``, in ``batches`` of columns when given
     (:func:`_decode_batches`).
@@ -652,12 +652,11 @@ def _column_batches(
     pf: pq.ParquetFile,
     rgs: Sequence[int],
     batches: Sequence[Sequence[str]],
-    ahead: _FetchAhead | None,
+    ahead: _FetchAhead,
 ) -> Iterator[pa.Table]:
     """Each batch of columns decoded in turn, its chunks fed by ``ahead`` first."""
     for i, cols in enumerate(batches):
-        if ahead is not None:
-            ahead.ready(i)
+        ahead.ready(i)
         yield pf.read_row_groups(rgs, columns=list(cols), use_threads=False)
 
 
