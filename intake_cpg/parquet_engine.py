@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "FileRead",
+    "StackedRead",
     "WarmCache",
     "read_parquet",
     "resolve_warm_cache",
@@ -109,6 +110,34 @@ class FileRead:
         """The table, dropping this object's reference (so converting it can free it)."""
         table, self.table = self.table, None
         return table
+
+
+@dataclass(slots=True)
+class StackedRead:
+    """Whole flat files with the same columns and dtypes, decoded together by polars: one
+    frame of all their rows in the files' order, ``lengths[i]`` rows of file ``urls[i]``
+    (see :func:`intake_cpg.polars_frames.decode_stacked`)."""
+
+    urls: tuple[str, ...]
+    table: Any  # a polars_frames.PolarsFile
+    lengths: tuple[int, ...]
+    requests: tuple[int, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.table.names)
+
+    def split(self) -> list[FileRead]:
+        """One :class:`FileRead` per file, each a zero-copy slice of the frame (for a
+        partition that reads file by file after all, e.g. columns in another order)."""
+        starts = list(itertools.accumulate(self.lengths, initial=0))[:-1]
+        table, self.table = self.table, None
+        return [
+            FileRead(url, polars_frames.sliced(table, start, n), table.names, True, req)
+            for url, start, n, req in zip(
+                self.urls, starts, self.lengths, self.requests, strict=True
+            )
+        ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,7 +449,7 @@ async def _read_one(fs: Any, job: _Job, cache: WarmCache | None) -> Any:
                                           version_id=job.version_id)  # fmt: skip
         job.requests += 1
         if whole:
-            return lambda: _finish_whole(job, tail)
+            return _Whole(job, tail)
     else:
         n = tail_hint()
         tail, obj = await fetch.read_tail(fs, job.url, n, size=job.size, etag=job.etag,
@@ -442,7 +471,7 @@ async def _read_one(fs: Any, job: _Job, cache: WarmCache | None) -> Any:
             got = await fetch.read_ranges(fs, obj, [rest], gap=0)
             job.requests += 1
             tail = got[rest] + tail
-        return lambda: _finish_whole(job, tail)
+        return _Whole(job, tail)
 
     if key is None and cache is not None and cols is not None and obj.etag:
         key = (job.url, obj.etag, obj.size, cols)  # the version the first answer gave
@@ -703,6 +732,53 @@ def _finish(job: _Job, table: Any, names: Sequence[str], complete: bool) -> File
     return FileRead(job.url, table, tuple(names), complete, job.requests)
 
 
+@dataclass(slots=True)
+class _Whole:
+    """A whole file's fetched bytes: decoded alone when called, or with the other files of
+    its partition by :func:`_stacked`."""
+
+    job: _Job
+    data: bytes
+
+    def __call__(self) -> FileRead:
+        return _finish_whole(self.job, self.data)
+
+
+def _rows(job: _Job, data: bytes, first: str) -> int:
+    """The rows of the whole flat file ``data``, from its footer: the values of its first
+    column ``first`` (a flat column has one per row, nulls included), found by a scan of
+    the footer (~1.5 ms for 4,765 columns; decoding it takes ~25)."""
+    tail = _footer_tail(job.url, data)
+    found = thrift.find_columns(tail[:-8], [first])
+    if found is None or len(found.columns) != 1:
+        return _metadata(job.url, tail).num_rows
+    return sum(c.num_values for c in found.columns[0].chunks)
+
+
+def _footer_tail(url: str, data: bytes) -> bytes:
+    """The footer of the whole file ``data`` with its length and magic (``_metadata``'s input)."""
+    return data[-8 - _footer_length(url, data) :]
+
+
+def _stacked(wholes: Sequence[_Whole]) -> StackedRead | None:
+    """``wholes`` decoded together (:func:`~intake_cpg.polars_frames.decode_stacked`), or
+    ``None`` when they are not all flat with the same columns and dtypes."""
+    table = polars_frames.decode_stacked([w.data for w in wholes])
+    if table is None or not table.names:
+        return None
+    lengths = tuple(_rows(w.job, w.data, table.names[0]) for w in wholes)
+    if sum(lengths) != table.frame.height:  # never seen; the file-by-file path decides then
+        log.debug("stacked decode of %d files: %d rows, footers say %d", len(wholes),
+                  table.frame.height, sum(lengths))  # fmt: skip
+        return None
+    for w in wholes:
+        if w.job.footers is not None:
+            _keep_footer(w.job, _metadata(w.job.url, _footer_tail(w.job.url, w.data)))
+    return StackedRead(
+        tuple(w.job.url for w in wholes), table, lengths, tuple(w.job.requests for w in wholes)
+    )
+
+
 def _finish_whole(job: _Job, data: bytes) -> FileRead:
     """Decode a whole file: polars for flat tables (several times faster on wide files),
     pyarrow for the rest (lists, dictionaries, timestamps, nested types)."""
@@ -710,7 +786,7 @@ def _finish_whole(job: _Job, data: bytes) -> FileRead:
         decoded = polars_frames.decode(data) if POLARS else None
         if decoded is not None:
             if job.footers is not None:
-                _keep_footer(job, _metadata(job.url, data[-8 - _footer_length(job.url, data) :]))
+                _keep_footer(job, _metadata(job.url, _footer_tail(job.url, data)))
             return FileRead(job.url, decoded, decoded.names, True, job.requests)
         pf = pq.ParquetFile(pa.BufferReader(data))
         table = pf.read(use_threads=False)
@@ -746,7 +822,8 @@ def read_parquet(
     cache: WarmCache | None = None,
     row_groups: Sequence[Sequence[int] | None] | None = None,
     footer_cache: Any = None,
-) -> list[FileRead]:
+    stack: bool = False,
+) -> list[FileRead] | StackedRead:
     """Read ``columns`` (all when ``None``) of every parquet file in ``refs``, concurrently.
 
     ``fs`` is an s3fs filesystem (see :func:`intake_cpg.fetch.is_async_s3`); ``refs`` are
@@ -754,6 +831,10 @@ def read_parquet(
     ETag) or URLs (pinned to the ETag of the first answer). ``row_groups[i]`` restricts file
     ``i`` to those row groups. Results come in the order of ``refs``. Full footers the read
     decodes anyway (whole-file reads, the fallback path) are kept in ``footer_cache``.
+
+    With ``stack``, several files read whole that are all flat with the same columns and
+    dtypes come back as one :class:`StackedRead` (decoded together, ~30% faster than one by
+    one); otherwise, and when they are not, as one :class:`FileRead` per file.
     """
     rgs = list(row_groups) if row_groups is not None else [None] * len(refs)
     jobs = [_job(r, columns, g) for r, g in zip(refs, rgs, strict=True)]
@@ -767,6 +848,10 @@ def read_parquet(
         return await asyncio.gather(*(_read_one(fs, j, cache) for j in jobs))
 
     decoders = fetch.run(fs, all_files())
+    if stack and POLARS and len(decoders) > 1 and all(isinstance(d, _Whole) for d in decoders):
+        stacked = _stacked(decoders)
+        if stacked is not None:
+            return stacked
     out = []
     for i in range(len(decoders)):  # each file's fetched bytes go as soon as it is decoded
         decode, decoders[i] = decoders[i], None
@@ -836,8 +921,12 @@ def warm_for(footer_cache: Any) -> WarmCache | None:
     return _WARM[key]
 
 
-def prefetch(items: Sequence[Any], plan: Any, columns: Sequence[str] | None) -> list[Any]:
-    """The engine's reads of the parquet-on-S3 ``items`` of a partition (``None`` elsewhere)."""
+def prefetch(
+    items: Sequence[Any], plan: Any, columns: Sequence[str] | None, *, stack: bool = False
+) -> list[Any] | StackedRead:
+    """The engine's reads of the parquet-on-S3 ``items`` of a partition (``None`` elsewhere);
+    with ``stack``, one :class:`StackedRead` when every item is a whole flat file and they
+    all have the same columns and dtypes (see :func:`read_parquet`)."""
     from .readers import detect_format
 
     out: list[Any] = [None] * len(items)
@@ -855,8 +944,11 @@ def prefetch(items: Sequence[Any], plan: Any, columns: Sequence[str] | None) -> 
     if getattr(plan, "pin_etags", False):  # verified: every read asks storage (If-Match)
         cache = None
     reads = read_parquet(
-        fs, refs, columns, cache=cache, row_groups=rgs, footer_cache=plan.footer_cache
-    )
+        fs, refs, columns, cache=cache, row_groups=rgs, footer_cache=plan.footer_cache,
+        stack=stack and len(idx) == len(items),
+    )  # fmt: skip
+    if isinstance(reads, StackedRead):
+        return reads
     for i, r in zip(idx, reads, strict=True):
         out[i] = r
     return out

@@ -2,8 +2,9 @@
 
 Polars decodes a 4,765-column plate about four times faster than pyarrow (52 against 225 ms
 on one core), but every frame operation in polars costs a few microseconds per column. So a
-partition's files stay polars frames until they are all decoded, are concatenated without
-copying (:func:`concat`), and are converted to pandas once (:func:`to_pandas`): each run of
+partition's files are decoded together, in one polars scan of all their bytes
+(:func:`decode_stacked`: files and columns in parallel, ~30% less time than file by file,
+and no concatenation after), and converted to pandas once (:func:`to_pandas`): each run of
 consecutive numeric columns of one dtype becomes one 2-D NumPy block (one copy), strings
 become the loader's ``string[pyarrow]`` dtype straight from Arrow.
 
@@ -22,7 +23,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-__all__ = ["PolarsFile", "concat", "decode", "to_pandas"]
+__all__ = ["PolarsFile", "decode", "decode_stacked", "sliced", "to_pandas"]
 
 
 def _pl() -> Any:
@@ -57,33 +58,58 @@ def decode(data: bytes) -> PolarsFile | None:
     >>> decode(buf.getvalue()) is None
     True
     """
+    return _flat(_pl().read_parquet(io.BytesIO(data)))
+
+
+def decode_stacked(datas: Sequence[bytes]) -> PolarsFile | None:
+    """The parquet files ``datas`` decoded together, their rows in order, or ``None`` when
+    they are not flat or their columns or dtypes differ (decode them one by one then).
+
+    Polars refuses files whose columns or dtypes differ from the first file's (a missing or
+    extra column, a plate stored as a number in one file); columns in another order are
+    matched by name, in the first file's order.
+
+    >>> import pyarrow.parquet as pq
+    >>> def parquet(t):
+    ...     buf = io.BytesIO()
+    ...     pq.write_table(pa.table(t), buf)
+    ...     return buf.getvalue()
+    >>> a, b = parquet({"w": ["A01"], "x": [1.5]}), parquet({"x": [2.5, 3.5], "w": ["B01", "C01"]})
+    >>> decode_stacked([a, b]).frame["x"].to_list()
+    [1.5, 2.5, 3.5]
+    >>> decode_stacked([a, parquet({"w": ["A01"], "x": [1]})]) is None  # x: int, not float
+    True
+    """
     pl = _pl()
-    df = pl.read_parquet(io.BytesIO(data))
-    classes = [type(dt) for dt in df.dtypes]  # polars dtype objects compare in Python (~1 us)
+    try:
+        scan = pl.scan_parquet(list(datas))
+        if _flat_classes(list(scan.collect_schema().dtypes())) is None:  # before decoding
+            return None
+        df = scan.collect()
+    except pl.exceptions.PolarsError:  # other columns or dtypes, or not parquet
+        return None
+    return _flat(df)
+
+
+def sliced(file: PolarsFile, offset: int, length: int) -> PolarsFile:
+    """Rows ``offset`` to ``offset + length`` of ``file``, without copying."""
+    return PolarsFile(file.frame.slice(offset, length), file.classes, file.numeric)
+
+
+def _flat_classes(dtypes: Sequence[Any]) -> tuple[list[type], set[type]] | None:
+    """Each column's dtype class and the numeric ones among them, or ``None`` when a column
+    is neither a number, a string nor a boolean."""
+    pl = _pl()
+    classes = [type(dt) for dt in dtypes]  # polars dtype objects compare in Python (~1 us)
     numeric = {c for c in set(classes) if c.is_numeric() and c is not pl.Decimal}
     if not set(classes) <= numeric | {pl.String, pl.Boolean}:
         return None
-    return PolarsFile(df, classes, numeric)
+    return classes, numeric
 
 
-def concat(files: Sequence[PolarsFile]) -> PolarsFile | None:
-    """``files`` stacked without copying (their frames are dropped), or ``None`` when their
-    columns or dtypes differ (then nothing is dropped).
-
-    A partition's plates are converted to pandas once, stacked: one copy into the result,
-    where converting each and concatenating the pandas frames copies twice (23 ms a plate).
-    """
-    first = files[0]
-    names = first.frame.columns
-    for f in files[1:]:
-        if f.classes != first.classes or f.frame.columns != names:
-            return None
-    if len(files) == 1:
-        return first
-    frame = _pl().concat([f.frame for f in files], how="vertical", rechunk=False)
-    for f in files:
-        f.frame = None
-    return PolarsFile(frame, first.classes, first.numeric)
+def _flat(df: Any) -> PolarsFile | None:
+    found = _flat_classes(df.dtypes)
+    return None if found is None else PolarsFile(df, *found)
 
 
 def to_pandas(file: PolarsFile, string_dtype: Any) -> pd.DataFrame:

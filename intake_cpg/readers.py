@@ -1167,9 +1167,10 @@ def read_partition(refs: Iterable[Any], plan: ReadPlan) -> pd.DataFrame:
     from . import parquet_engine
 
     items = list(refs)
+    stack = len(items) > 1 and not plan.filters and not plan.list_widths
     try:
         reads = parquet_engine.prefetch(
-            items, plan, _wanted(plan) if plan.check_extra is False else None
+            items, plan, _wanted(plan) if plan.check_extra is False else None, stack=stack
         )
     except StorageError as exc:
         if plan.pin_etags and _is_changed(exc):
@@ -1181,7 +1182,10 @@ def read_partition(refs: Iterable[Any], plan: ReadPlan) -> pd.DataFrame:
     except FileNotFoundError as exc:  # deleted after listing: the same error as other reads
         url = f"s3://{exc.filename}" if exc.filename else parquet_engine.ref_of(items[0]).url
         raise _missing_error(url, exc) from exc
-    out = _read_stacked(items, reads, plan)
+    out = None
+    if isinstance(reads, parquet_engine.StackedRead):
+        out = _read_stacked(items, reads, plan)
+        reads = reads.split() if out is None else reads
     if out is None:
         frames = [
             read_one(parquet_engine.ref_of(u), plan, prefetched=r)
@@ -1191,32 +1195,22 @@ def read_partition(refs: Iterable[Any], plan: ReadPlan) -> pd.DataFrame:
     return out.set_index(plan.index) if plan.index else out
 
 
-def _read_stacked(
-    items: Sequence[Any], reads: Sequence[Any], plan: ReadPlan
-) -> pd.DataFrame | None:
-    """A partition of whole flat files that all have exactly the plan's columns and dtypes,
-    stacked in polars and converted once; ``None`` when some file needs :func:`read_one`
-    (other columns or dtypes, filters, list columns, another decoder)."""
+def _read_stacked(items: Sequence[Any], read: Any, plan: ReadPlan) -> pd.DataFrame | None:
+    """A partition of whole flat files decoded together (``read``, a
+    :class:`~intake_cpg.parquet_engine.StackedRead`) converted once, when they have exactly
+    the plan's columns; ``None`` when the files need :func:`read_one` (columns in another
+    order, or other columns than the plan's)."""
     from .parquet_engine import ref_of
 
-    if len(reads) < 2 or plan.filters or plan.list_widths:
+    names = read.names
+    if names != tuple(plan.expected):
         return None
-    if not all(r is not None and isinstance(r.table, polars_frames.PolarsFile) for r in reads):
-        return None
-    names = reads[0].names
-    if names != tuple(plan.expected) or any(r.names != names for r in reads):
-        return None
-    lengths = [r.table.frame.height for r in reads]
-    stacked = polars_frames.concat([r.table for r in reads])
-    if stacked is None:
-        return None
-    check_unique_columns(names, reads[0].url)
-    for r in reads:
-        r.take()
-    df = _finish_frame(polars_frames.to_pandas(stacked, STRING_DTYPE), None, None)
+    check_unique_columns(names, read.urls[0])
+    table, read.table = read.table, None
+    df = _finish_frame(polars_frames.to_pandas(table, STRING_DTYPE), None, None)
     refs = [_as_ref(ref_of(it)) for it in items]
-    df = _with_path_columns(df, refs, lengths, plan, set(names))
-    return conform(df, plan.meta, reads[0].url)
+    df = _with_path_columns(df, refs, read.lengths, plan, set(names))
+    return conform(df, plan.meta, read.urls[0])
 
 
 def _is_changed(exc: BaseException) -> bool:

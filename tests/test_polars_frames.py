@@ -1,6 +1,6 @@
-"""Whole flat files decoded by polars (intake_cpg.polars_frames) and a partition of them read
-stacked (readers._read_stacked): the same values and dtypes as pyarrow's decode and the
-per-file path, on the real loopback S3 server."""
+"""Whole flat files decoded by polars (intake_cpg.polars_frames) and a partition of them
+decoded together and converted once (readers._read_stacked): the same values and dtypes as
+pyarrow's decode and the per-file path, on the real loopback S3 server."""
 
 from __future__ import annotations
 
@@ -71,16 +71,31 @@ def test_not_flat_is_left_to_pyarrow():
     assert polars_frames.decode(_bytes(pa.table({"t": pa.array([1], pa.timestamp("s"))}))) is None
 
 
-def test_concat_refuses_other_columns_or_dtypes():
-    a = polars_frames.decode(_bytes(_mixed(seed=1)))
-    other_dtype = polars_frames.decode(_bytes(_mixed(seed=2, plate=7)))  # plate stored as int
-    renamed = polars_frames.decode(_bytes(_mixed(seed=3).rename_columns([*"ABCDEFGHIJ"])))
-    assert polars_frames.concat([a, other_dtype]) is None
-    assert polars_frames.concat([a, renamed]) is None
-    assert a.frame is not None  # refused: nothing was consumed
-    b = polars_frames.decode(_bytes(_mixed(seed=4)))
-    stacked = polars_frames.concat([a, b])
-    assert stacked is not None and stacked.frame.height == 100 and a.frame is None
+def test_decode_stacked_refuses_other_columns_or_dtypes():
+    a = _bytes(_mixed(seed=1))
+    other_dtype = _bytes(_mixed(seed=2, plate=7))  # the plate stored as a number
+    renamed = _bytes(_mixed(seed=3).rename_columns([*"ABCDEFGHIJ"]))
+    fewer = _bytes(_mixed(seed=4).drop_columns(["d"]))
+    more = _bytes(_mixed(seed=5).append_column("e", pa.array(np.ones(50))))
+    for other in (other_dtype, renamed, fewer, more):
+        assert polars_frames.decode_stacked([a, other]) is None
+    listy = _bytes(pa.table({"e": [[1.0, 2.0]], "x": [1]}))
+    assert polars_frames.decode_stacked([listy, listy]) is None  # not flat: left to pyarrow
+
+
+def test_decode_stacked_is_the_files_in_order_matched_by_name():
+    tables = [_mixed(seed=1), _mixed(seed=2, rows=7), _mixed(seed=3).slice(0, 0)]  # one empty
+    shuffled = tables[1].select(list(reversed(tables[1].column_names)))  # the same, reordered
+    got = polars_frames.decode_stacked([_bytes(tables[0]), _bytes(shuffled), _bytes(tables[2])])
+    assert got is not None and got.names == tuple(tables[0].column_names)
+    want = pa.concat_tables(tables)
+    out = polars_frames.to_pandas(got, readers.STRING_DTYPE)
+    pd.testing.assert_frame_equal(out, readers._parquet_frame(want, None, None))
+    part = polars_frames.sliced(polars_frames.decode_stacked([_bytes(t) for t in tables]), 50, 7)
+    pd.testing.assert_frame_equal(
+        polars_frames.to_pandas(part, readers.STRING_DTYPE),
+        readers._parquet_frame(tables[1], None, None),
+    )
 
 
 def _gallery(make_bucket, s3_admin, tables: list[pa.Table], batches: int = 2) -> str:
@@ -144,7 +159,7 @@ def test_partition_of_different_dtypes_reads_file_by_file(
     monkeypatch.setattr(readers, "_read_stacked", lambda *a: calls.append(real(*a)) or calls[-1])
     got, nparts = _load(url, s3_options)
     # a plate stored as a number: its partition is read file by file, the other one stacked
-    assert nparts == 2 and sorted(c is not None for c in calls) == [False, True]
+    assert nparts == 2 and [c is not None for c in calls] == [True]
     assert got["Metadata_Plate"].dtype == readers.STRING_DTYPE
     assert got["Metadata_Plate"].tolist().count("1053601756") == 50
     monkeypatch.setattr(readers, "_read_stacked", lambda *a: None)
