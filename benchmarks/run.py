@@ -185,6 +185,37 @@ LATENCIES = (0, 25)
 ONE_LATENCY = {("full", "pandas"): 0, ("large_file", "dask"): 25}
 
 
+#: Set for every step, on every side alike. This VM's kernel has transparent huge pages on
+#: ``madvise`` with ``defrag=madvise``, and NumPy advises huge pages for every array >= 4 MiB:
+#: the first fault of such an array then waits for the kernel to compact memory (NumPy issue
+#: 31590). A fresh 314 MB array took 1.0-1.4 s to fill with the advice and 0.15 s without;
+#: it hit whichever side allocated first (dask's final concat, pandas' conversions), never
+#: polars (its own allocator). ``make bench`` measures the readers, not this kernel setting.
+STEP_ENV = {"NUMPY_MADVISE_HUGEPAGE": "0"}
+
+
+#: Memory touched once, by a throwaway process, before any step (see :func:`prefault`).
+PREFAULT_BYTES = 6 * 2**30
+
+
+def prefault(nbytes: int = PREFAULT_BYTES) -> float:
+    """Touch ``nbytes`` of fresh memory once in a throwaway process; return the seconds taken.
+
+    On this VM (Firecracker) the host backs a guest page the first time it is touched, at
+    ~220 MB/s (12 GiB took 54 s), and the guest hands freed pages out again before untouched
+    ones. Without this, whichever side first needed a gigabyte after boot paid seconds for it
+    (ours, first at 0 ms in ``full``: 5.0 s there, 3.8 s at 25 ms, 3.5 s in a later process).
+    """
+    code = (
+        "import sys; n = int(sys.argv[1]); step = 2**28; keep = []\n"
+        "for _ in range(0, n, step):\n"
+        "    b = bytearray(step); b[::4096] = b'\\x01' * len(range(0, step, 4096)); keep.append(b)\n"
+    )
+    t0 = time.perf_counter()
+    subprocess.run([PY, "-c", code, str(nbytes)], check=True)
+    return time.perf_counter() - t0
+
+
 def runs_at(workload: str, side: str, lat: int) -> bool:
     """Whether ``side`` of ``workload`` runs at latency ``lat`` (see :data:`ONE_LATENCY`)."""
     return ONE_LATENCY.get((workload, side), lat) == lat
@@ -201,7 +232,10 @@ def step(srv: SeaweedS3, name: str, args: dict[str, Any], *, peak: bool = False)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(args, fh)  # a file: 2,525 URLs do not fit on a command line
     cmd = [PY, str(ROOT / "benchmarks" / "workloads.py"), name, "@" + fh.name]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **STEP_ENV},
+    )  # fmt: skip
     peak_rss = 0
     if peak:
         ps = psutil.Process(proc.pid)
@@ -722,6 +756,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     only = set(args.only.split(",")) if args.only else None
     info = machine()
+    say(f"touched {PREFAULT_BYTES / 2**30:.0f} GiB of fresh memory once in {prefault():.0f} s")
     say(f"machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM")
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="intake-cpg-bench-"))
     results: list[dict[str, Any]] = []
@@ -735,6 +770,11 @@ def main(argv: list[str] | None = None) -> int:
             say(f"shaping proxy on {shaper.endpoint}: every read goes through it")
             parts = None if only is None else set().union(*(NEEDS.get(w, set()) for w in only))
             trees = build_trees(srv, cfg, parts)
+            built = {"wide": trees["wide_urls"], "medium": trees["export_urls"]}
+            n = srv.warm(u for p, us in built.items() if parts is None or p in parts for u in us)
+            say(
+                f"read every object once, untimed ({n / 2**20:,.0f} MiB): no side meets a cold server"
+            )
             tmp = workdir / "caches"
             tmp.mkdir(exist_ok=True)
             names = sorted(trees["wide"].Metadata_Plate)
@@ -761,6 +801,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def large() -> dict[str, Any]:
                 url = build_large(srv, tmp, cfg["large_rows_per_group"], cfg["large_features"])
+                srv.warm([url])
                 return w_large(srv, url)
 
             plan = [

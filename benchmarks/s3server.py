@@ -157,6 +157,30 @@ class SeaweedS3:
         return out
 
     # -- bulk writes through the filer (no request signing: fast) ----------------------------
+    def warm(self, urls: Iterable[str], threads: int = 4) -> int:
+        """Read every ``s3://bucket/key`` of ``urls`` once, whole, and return the bytes read.
+
+        SeaweedFS serves an object it has not served since it was written several times
+        slower (60 plates: 3.9 s against 1.7 s in one process), so whichever side read a
+        tree first paid for it. Each workload's tree is read once before any side is timed.
+        """
+        local = threading.local()
+        host, port = self.endpoint.removeprefix("http://").split(":")
+
+        def get(url: str) -> int:
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = http.client.HTTPConnection(host, int(port), timeout=120)
+            conn.request("GET", "/" + urllib.request.quote(url.removeprefix("s3://")))
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                raise OSError(f"warm-up GET {url}: HTTP {resp.status}")
+            return len(body)
+
+        with ThreadPoolExecutor(threads) as pool:
+            return sum(pool.map(get, list(urls)))
+
     def put_many(self, items: Iterable[tuple[str, bytes]], threads: int = 16) -> int:
         """Write ``(key, data)`` pairs into the bucket through the filer's HTTP API.
 

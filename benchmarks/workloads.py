@@ -93,9 +93,11 @@ def browse_find(a: dict[str, Any]) -> dict[str, Any]:
 # -- 3. full load ---------------------------------------------------------------------------
 def _import_dask() -> Any:
     """``dask.dataframe``, and ``distributed``, which dask's first ``compute`` imports (0.5 s)
-    to look for a client: an import, kept out of every dask-based side's time alike."""
+    to look for a client, and ``s3fs``, which both dask's and our S3 reads import on first
+    use (0.15-0.26 s): imports, kept out of every dask-based side's time alike."""
     import dask.dataframe as dd
     import distributed  # noqa: F401
+    import s3fs  # noqa: F401
 
     return dd
 
@@ -115,6 +117,8 @@ def _import_read_path() -> None:
     import aiohttp  # noqa: F401
     import polars  # noqa: F401
 
+    import intake_cpg.catalog
+    import intake_cpg.parquet_engine
     import intake_cpg.sources  # noqa: F401
 
 
