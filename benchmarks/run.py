@@ -186,11 +186,12 @@ ONE_LATENCY = {("full", "pandas"): 0, ("large_file", "dask"): 25}
 
 
 #: Set for every step, on every side alike. This VM's kernel has transparent huge pages on
-#: ``madvise`` with ``defrag=madvise``, and NumPy advises huge pages for every array >= 4 MiB:
-#: the first fault of such an array then waits for the kernel to compact memory (NumPy issue
-#: 31590). A fresh 314 MB array took 1.0-1.4 s to fill with the advice and 0.15 s without;
-#: it hit whichever side allocated first (dask's final concat, pandas' conversions), never
-#: polars (its own allocator). ``make bench`` measures the readers, not this kernel setting.
+#: ``madvise`` (``defrag=madvise``), and NumPy advises huge pages for every array >= 4 MiB.
+#: Here a process's first 314 MB array then took 1.0-1.4 s to fill, against 0.15 s without
+#: the advice (no compaction stalls were counted, so most likely the host backing fresh huge
+#: pages; NumPy issue 31590 reports compaction stalls from the same advice elsewhere). It hit
+#: whichever side allocated first (dask's final concat, pandas' conversions), never polars
+#: (its own allocator). ``make bench`` measures the readers, not this VM's page faults.
 STEP_ENV = {"NUMPY_MADVISE_HUGEPAGE": "0"}
 
 
@@ -770,11 +771,6 @@ def main(argv: list[str] | None = None) -> int:
             say(f"shaping proxy on {shaper.endpoint}: every read goes through it")
             parts = None if only is None else set().union(*(NEEDS.get(w, set()) for w in only))
             trees = build_trees(srv, cfg, parts)
-            built = {"wide": trees["wide_urls"], "medium": trees["export_urls"]}
-            n = srv.warm(u for p, us in built.items() if parts is None or p in parts for u in us)
-            say(
-                f"read every object once, untimed ({n / 2**20:,.0f} MiB): no side meets a cold server"
-            )
             tmp = workdir / "caches"
             tmp.mkdir(exist_ok=True)
             names = sorted(trees["wide"].Metadata_Plate)
@@ -813,8 +809,13 @@ def main(argv: list[str] | None = None) -> int:
                 ("distributed", lambda: w_distributed(srv, full)),
                 ("memory", lambda: w_memory(srv, trees, tmp, cfg["export_width"])),
             ]
+            reads = {"select": sel["urls"], "full": full["urls"], "distributed": full["urls"],
+                     "memory": trees["export_urls"]}  # fmt: skip
             for name, fn in plan:
                 if only is None or name in only:
+                    if reads.get(name):  # right before it: what other workloads read since
+                        n = srv.warm(reads[name])  # may have pushed it out of the server's cache
+                        say(f"read {name}'s objects once, untimed ({n / 2**20:,.0f} MiB)")
                     _at(0)
                     got = fn()
                     for r in got if isinstance(got, list) else [got]:

@@ -119,6 +119,7 @@ def _import_read_path() -> None:
 
     import intake_cpg.catalog
     import intake_cpg.parquet_engine
+    import intake_cpg.project
     import intake_cpg.sources  # noqa: F401
 
 
