@@ -34,6 +34,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import struct
 import tempfile
 import threading
@@ -760,28 +761,50 @@ def _footer_tail(url: str, data: bytes) -> bytes:
     return data[-8 - _footer_length(url, data) :]
 
 
+#: How a parquet footer marks a column of Arrow's null type: the SchemaElement's logicalType
+#: (field 10, after the name or the field id) holding the UNKNOWN member (11), empty. polars
+#: would stack such a column under another file's dtype (an int column then gets nulls and
+#: becomes float), where the file alone goes to pyarrow; a false match only costs the
+#: stacking.
+_NULL_COLUMN = re.compile(rb"[\x6c\x1c]\xbc\x00\x00")
+
+
 def _stacked(wholes: Sequence[_Whole]) -> StackedRead | None:
     """``wholes`` decoded together (:func:`~intake_cpg.polars_frames.decode_stacked`), or
-    ``None`` when they are not all flat with the same columns and dtypes."""
+    ``None`` when they are not all flat with the same columns and dtypes. Their fetched
+    bytes are dropped once decoded."""
+    for w in wholes:
+        if _NULL_COLUMN.search(w.data, max(0, len(w.data) - 8 - _footer_length(w.job.url, w.data))):
+            return None
     table = polars_frames.decode_stacked([w.data for w in wholes])
     if table is None or not table.names:
         return None
-    lengths = tuple(_rows(w.job, w.data, table.names[0]) for w in wholes)
+    lengths = []
+    for w in wholes:
+        if w.job.footers is not None:  # decoded anyway, to be kept: its row count is there
+            md = _metadata(w.job.url, _footer_tail(w.job.url, w.data))
+            _keep_footer(w.job, md)
+            lengths.append(md.num_rows)
+        else:
+            lengths.append(_rows(w.job, w.data, table.names[0]))
     if sum(lengths) != table.frame.height:  # never seen; the file-by-file path decides then
         log.debug("stacked decode of %d files: %d rows, footers say %d", len(wholes),
                   table.frame.height, sum(lengths))  # fmt: skip
         return None
     for w in wholes:
-        if w.job.footers is not None:
-            _keep_footer(w.job, _metadata(w.job.url, _footer_tail(w.job.url, w.data)))
+        w.data = b""  # the frame holds the rows now
     return StackedRead(
-        tuple(w.job.url for w in wholes), table, lengths, tuple(w.job.requests for w in wholes)
+        tuple(w.job.url for w in wholes),
+        table,
+        tuple(lengths),
+        tuple(w.job.requests for w in wholes),
     )
 
 
 def _finish_whole(job: _Job, data: bytes) -> FileRead:
     """Decode a whole file: polars for flat tables (several times faster on wide files),
     pyarrow for the rest (lists, dictionaries, timestamps, nested types)."""
+    _footer_length(job.url, data)  # not parquet at all: say so, naming the file
     try:
         decoded = polars_frames.decode(data) if POLARS else None
         if decoded is not None:

@@ -32,6 +32,13 @@ def _pl() -> Any:
     return pl
 
 
+def _failures() -> tuple[type[BaseException], ...]:
+    """What polars raises on bytes it cannot decode: its errors, and a Rust panic (which
+    derives from ``BaseException``, so ``except Exception`` would let it through)."""
+    pl = _pl()
+    return (pl.exceptions.PolarsError, pl.exceptions.PanicException)
+
+
 @dataclass(slots=True)
 class PolarsFile:
     """A whole flat file decoded by polars: the frame and its columns' dtype classes."""
@@ -57,8 +64,16 @@ def decode(data: bytes) -> PolarsFile | None:
     >>> pq.write_table(pa.table({"emb": [[1.0, 2.0]]}), buf)
     >>> decode(buf.getvalue()) is None
     True
+    >>> decode(b"not parquet")
+    Traceback (most recent call last):
+    ...
+    ValueError: polars cannot decode it: ...
     """
-    return _flat(_pl().read_parquet(io.BytesIO(data)))
+    try:
+        df = _pl().read_parquet(io.BytesIO(data))
+    except _failures() as exc:
+        raise ValueError(f"polars cannot decode it: {type(exc).__name__}: {exc}") from exc
+    return _flat(df)
 
 
 def decode_stacked(datas: Sequence[bytes]) -> PolarsFile | None:
@@ -86,7 +101,7 @@ def decode_stacked(datas: Sequence[bytes]) -> PolarsFile | None:
         if _flat_classes(list(scan.collect_schema().dtypes())) is None:  # before decoding
             return None
         df = scan.collect()
-    except pl.exceptions.PolarsError:  # other columns or dtypes, or not parquet
+    except _failures():  # other columns or dtypes, or a file it cannot decode: file by file
         return None
     return _flat(df)
 

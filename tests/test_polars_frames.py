@@ -165,3 +165,36 @@ def test_partition_of_different_dtypes_reads_file_by_file(
     monkeypatch.setattr(readers, "_read_stacked", lambda *a: None)
     want, _ = _load(url, s3_options)
     pd.testing.assert_frame_equal(got, want)
+
+
+def test_a_null_typed_column_is_not_stacked_under_another_files_dtype(
+    make_bucket, s3_admin, s3_options, monkeypatch
+):
+    """polars would stack an all-null column (Arrow's null type) under the other file's int64
+    (the ints then turn into floats, silently); file by file, it is a clear error instead."""
+    from intake_cpg.errors import DataReadError
+
+    ints = _mixed(seed=0).set_column(6, "n", pa.array([2**53 + i for i in range(50)]))
+    nulls = _mixed(seed=1).set_column(6, "n", pa.nulls(50))  # as pyarrow writes all-None
+    url = _gallery(make_bucket, s3_admin, [ints, nulls, ints, nulls], batches=1)  # 2 + 2
+    monkeypatch.setattr(readers, "_read_stacked", lambda *a: pytest.fail("stacked"))
+    with pytest.raises(DataReadError, match=r"BR0000000[13].*column 'n'"):
+        _load(url, s3_options)
+
+
+def test_an_undecodable_file_in_a_partition_is_named(make_bucket, s3_admin, s3_options):
+    from intake_cpg.errors import DataReadError
+
+    b = make_bucket()
+    for i, data in enumerate(
+        [_bytes(_one_dtype(seed=0)), b"garbage" * 100 + b"\x10\x00\x00\x00PAR1"]
+    ):
+        key = format_key(
+            "profiles", project="cpg0016-jump", source="source_4", batch="2021_01_batch",
+            plate=f"BR{i:08d}", extension="parquet",
+        )  # fmt: skip
+        s3_admin.pipe(f"{b}/{key}", data)
+    s3_admin.invalidate_cache()
+    url = f"{b}/cpg0016-jump/source_4/workspace/profiles/*/*/*.parquet"
+    with pytest.raises(DataReadError, match="BR00000001"):
+        _load(url, s3_options)
