@@ -202,10 +202,11 @@ PREFAULT_BYTES = 6 * 2**30
 def prefault(nbytes: int = PREFAULT_BYTES) -> float:
     """Touch ``nbytes`` of fresh memory once in a throwaway process; return the seconds taken.
 
-    On this VM (Firecracker) the host backs a guest page the first time it is touched, at
-    ~220 MB/s (12 GiB took 54 s), and the guest hands freed pages out again before untouched
-    ones. Without this, whichever side first needed a gigabyte after boot paid seconds for it
-    (ours, first at 0 ms in ``full``: 5.0 s there, 3.8 s at 25 ms, 3.5 s in a later process).
+    On this VM (Firecracker), touching 12 GiB for the first time after boot took 54 s
+    (~220 MB/s), and 1 GiB touched again later took 0.6 s: the host backs a guest page when
+    it is first touched. Done once, so that no step is the first to touch memory after boot.
+    Whether it moves any figure was not shown: the slow first runs it was meant for turned
+    out to be the server's cache (see ``SeaweedS3.warm``).
     """
     code = (
         "import sys; n = int(sys.argv[1]); step = 2**28; keep = []\n"
