@@ -211,7 +211,7 @@ def prefault(nbytes: int = PREFAULT_BYTES) -> float:
     code = (
         "import sys; n = int(sys.argv[1]); step = 2**28; keep = []\n"
         "for _ in range(0, n, step):\n"
-        "    b = bytearray(step); b[::4096] = b'\\x01' * len(range(0, step, 4096)); keep.append(b)\n"
+        "    b = bytearray(step); b[::4096] = bytes([1]) * (step // 4096); keep.append(b)\n"
     )
     t0 = time.perf_counter()
     subprocess.run([PY, "-c", code, str(nbytes)], check=True)

@@ -1167,7 +1167,7 @@ def read_partition(refs: Iterable[Any], plan: ReadPlan) -> pd.DataFrame:
     from . import parquet_engine
 
     items = list(refs)
-    stack = len(items) > 1 and not plan.filters and not plan.list_widths
+    stack = not plan.filters and not plan.list_widths
     try:
         reads = parquet_engine.prefetch(
             items, plan, _wanted(plan) if plan.check_extra is False else None, stack=stack
@@ -1185,7 +1185,8 @@ def read_partition(refs: Iterable[Any], plan: ReadPlan) -> pd.DataFrame:
     out = None
     if isinstance(reads, parquet_engine.StackedRead):
         out = _read_stacked(items, reads, plan)
-        reads = reads.split() if out is None else reads
+        if out is None:
+            reads = reads.split()
     if out is None:
         frames = [
             read_one(parquet_engine.ref_of(u), plan, prefetched=r)
