@@ -274,8 +274,12 @@ def _large(a: dict[str, Any], make: Any) -> dict[str, Any]:
         ok, err = True, ""
         try:  # the workload: the sum of every numeric column (memory watched)
             df = make()
-            # a worker paused at its memory limit makes no progress: a failure, not a hang
-            sums = client.compute(df.select_dtypes("number").sum()).result(timeout=LARGE_TIMEOUT)
+            # a worker paused at its memory limit makes no progress: a failure, not a hang.
+            # ``optimize()`` first, as docs/howto/cluster.md advises, for both sides: dask's
+            # compute path does not fuse the read with the sum's first step, so a worker may
+            # run the next read while holding the last partition
+            total = df.select_dtypes("number").sum().optimize()
+            sums = client.compute(total).result(timeout=LARGE_TIMEOUT)
             check = float(f"{float(np.nansum(sums.to_numpy(dtype='float64'))):.9g}")
         except Exception as exc:
             ok, err, check = False, f"{type(exc).__name__}: {exc}"[:300], 0
