@@ -373,11 +373,12 @@ def distributed(a: dict[str, Any]) -> dict[str, Any]:
 def export(a: dict[str, Any]) -> dict[str, Any]:
     """Export the partitions of ``to_dask()`` with ``intake_cpg.export.export_parquet``
     (what ``intake-cpg export`` runs): one partition at a time, ~64 MB row groups."""
-    from intake_cpg.export import export_parquet
+    from intake_cpg.export import export_parquet, streaming_partitions
     from intake_cpg.sources import ProfilesSource
 
     t0 = time.perf_counter()
-    ddf = ProfilesSource(a["urls"], storage_options=_opts(a)).to_dask()
+    with streaming_partitions():  # the partitions intake-cpg export loads with
+        ddf = ProfilesSource(a["urls"], storage_options=_opts(a)).to_dask()
     result = export_parquet(ddf, a["out"])
     return {"s": time.perf_counter() - t0, "npartitions": ddf.npartitions, "rows": result.rows}
 

@@ -683,11 +683,12 @@ def cmd_head(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_table
+    from .export import export_table, streaming_partitions
 
     delay = float(os.environ.get(EXPORT_DELAY_ENV) or 0)
     _check_output(args.output)
-    _, source, ddf, _ = _source(args)
+    with streaming_partitions():
+        _, source, ddf, _ = _source(args)
     client = None
     if args.scheduler:
         from distributed import Client

@@ -33,7 +33,37 @@ from .writers import format_for
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExportResult", "export_parquet", "export_table"]
+__all__ = ["EXPORT_PARTITION_BYTES", "ExportResult", "export_parquet", "export_table",
+           "streaming_partitions"]  # fmt: skip
+
+#: The partition size ``intake-cpg export`` loads with: half the default
+#: (:data:`~intake_cpg.parquet_engine.PARTITION_BYTES`). A partition's read holds several times
+#: its size while it runs; streamed one partition at a time, 500 plates grew the process by
+#: 236 MiB with these, 321 MiB with the default (``benchmarks/notes.md``, memory).
+EXPORT_PARTITION_BYTES = 16 * 2**20
+
+
+def streaming_partitions() -> contextlib.AbstractContextManager[Any]:
+    """Make the dask dataframes created inside the ``with`` block (``to_dask()``) with
+    partitions of :data:`EXPORT_PARTITION_BYTES`, for a consumer that streams them one at a
+    time (:func:`export_table`), as ``intake-cpg export`` does. A size the user set in the
+    dask config (:data:`~intake_cpg.parquet_engine.PARTITION_SIZE_KEY`, also as the
+    environment variable ``DASK_INTAKE_CPG__PARTITION_SIZE``) is kept.
+
+    >>> import intake_cpg.parquet_engine as engine
+    >>> with streaming_partitions():
+    ...     engine.partition_target() == EXPORT_PARTITION_BYTES
+    True
+    >>> engine.partition_target() == engine.PARTITION_BYTES
+    True
+    """
+    import dask
+
+    from .parquet_engine import PARTITION_SIZE_KEY
+
+    if dask.config.get(PARTITION_SIZE_KEY, None) is not None:
+        return contextlib.nullcontext()
+    return dask.config.set({PARTITION_SIZE_KEY: EXPORT_PARTITION_BYTES})
 
 
 @dataclass(frozen=True)
@@ -155,7 +185,8 @@ def export_table(
         describe_partition: ``i -> text`` naming what partition ``i`` reads (its file and
             size), for the error raised when a dask worker dies computing it.
 
-    Every partition is cast to the schema of the first one; a partition with columns the first
+    Memory follows the partitions of ``df``: make it inside :func:`streaming_partitions`
+    for smaller ones. Every partition is cast to the schema of the first one; a partition with columns the first
     lacks raises :class:`~intake_cpg.errors.SchemaMismatchError`. Memory holds one row group
     plus one partition (two with a client). A worker that dies computing a partition (what
     the nanny does to a worker over its memory limit) raises

@@ -886,12 +886,15 @@ def read_parquet(
 # --------------------------------------------------------------------------------------------
 # partitions: pieces of files, and the loader's entry point
 # --------------------------------------------------------------------------------------------
-#: Target in-memory bytes of one partition (dask's ``split_row_groups`` idea, in bytes): two
-#: full-width plates, so a streaming consumer (``intake-cpg export``) holds little at once. A
-#: partition's read needs several times this while it runs (its fetched bytes, ~1.5x the
-#: decoded size, and polars' frame and buffers): at 32 MiB the export of 500 plates grew by
-#: 321 MiB, at 16 MiB by 236 MiB, and the full load of 40 plates took no longer.
-PARTITION_BYTES = 16 * 2**20
+#: Target in-memory bytes of one partition (dask's ``split_row_groups`` idea, in bytes): four
+#: full-width plates. A partition's read holds several times this while it runs (its fetched
+#: bytes, ~1.5x the decoded size, and polars' frame and buffers); fewer, larger partitions
+#: decode faster (polars decodes a partition's files together). Set per load with the dask
+#: config key :data:`PARTITION_SIZE_KEY` (``intake-cpg export`` uses a smaller one).
+PARTITION_BYTES = 32 * 2**20
+#: The dask config key that overrides :data:`PARTITION_BYTES`: bytes, or a size such as
+#: ``"16MiB"``, read when the dask dataframe is made (``to_dask()``).
+PARTITION_SIZE_KEY = "intake-cpg.partition-size"
 #: Files batched into one partition at most (they are read concurrently).
 MAX_FILES_PER_PARTITION = 64
 #: Partitions a load aims for at least, so every worker thread has work.
@@ -1009,6 +1012,42 @@ def _group_bytes(md: pq.FileMetaData, columns: Sequence[str] | None) -> list[int
     return out
 
 
+def partition_target() -> int:
+    """The in-memory bytes a partition aims for: the dask config key
+    :data:`PARTITION_SIZE_KEY` when set, else :data:`PARTITION_BYTES`.
+
+    >>> import dask
+    >>> partition_target() == PARTITION_BYTES
+    True
+    >>> with dask.config.set({PARTITION_SIZE_KEY: "16MiB"}):
+    ...     partition_target()
+    16777216
+    >>> with dask.config.set({PARTITION_SIZE_KEY: "lots"}):
+    ...     partition_target()
+    Traceback (most recent call last):
+    ...
+    intake_cpg.errors.ParameterError: dask config 'intake-cpg.partition-size' = 'lots' is not a size: ...
+    """
+    import dask
+    from dask.utils import parse_bytes
+
+    value = dask.config.get(PARTITION_SIZE_KEY, None)
+    if value is None:
+        return PARTITION_BYTES
+    try:
+        size = parse_bytes(value) if isinstance(value, str) else int(value)
+    except (ValueError, TypeError) as exc:
+        size, why = 0, str(exc)
+    else:
+        why = "it must be positive"
+    if isinstance(value, bool) or size < 1:
+        raise ParameterError(
+            f"dask config {PARTITION_SIZE_KEY!r} = {value!r} is not a size: {why}; give bytes "
+            f"or a size such as '16MiB' (default {PARTITION_BYTES // 2**20} MiB)"
+        )
+    return size
+
+
 def plan_pieces(
     fs: Any,
     refs: Sequence[Any],
@@ -1017,6 +1056,8 @@ def plan_pieces(
     per_file: int | None = None,
 ) -> list[tuple[Any, ...]]:
     """Partitions of parquet files: small files batched, large files split by row groups.
+
+    ``target`` (in-memory bytes a partition aims for) defaults to :func:`partition_target`.
 
     ``per_file`` estimates the in-memory bytes of ``columns`` per file (from the schema the
     loader read anyway); without it, or when it exceeds ``target``, the first file's footer
@@ -1028,7 +1069,7 @@ def plan_pieces(
     """
     if not refs:
         return []
-    target = PARTITION_BYTES if target is None else target
+    target = partition_target() if target is None else target
     jobs = [_job(r, columns, None) for r in refs]
     if per_file is None or per_file > target:  # large files: their row groups are needed
         first = fetch.run(fs, _footer_of(fs, jobs[0]))

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import intake
 import pandas as pd
@@ -570,6 +571,28 @@ def test_export_gathers_partitions_into_row_groups(server, tmp_path):
     names = meta.schema.names
     stats = {names[i]: meta.row_group(0).column(i).is_stats_set for i in range(len(names))}
     assert stats["Metadata_Plate"] and not stats[names[-1]]
+
+
+def test_export_plans_partitions_with_the_streaming_size(server, tmp_path, monkeypatch, capsys):
+    from intake_cpg import export, parquet_engine
+
+    seen: list[int] = []
+    plan = parquet_engine.plan_pieces
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(parquet_engine.partition_target())
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(parquet_engine, "plan_pieces", spy)
+    where = ["--root", ROOT, "--endpoint-url", server]
+    assert (
+        cli.main([*where, "export", f"{PROFILES}/{BATCH}", "-o", str(tmp_path / "t.parquet")]) == 0
+    )
+    exported, seen[:] = set(seen), []
+    assert cli.main([*where, "head", f"{PROFILES}/{BATCH}", "-n", "1"]) == 0
+    capsys.readouterr()
+    assert exported == {export.EXPORT_PARTITION_BYTES}  # export: smaller partitions
+    assert set(seen) == {parquet_engine.PARTITION_BYTES}  # other commands: the default
 
 
 def test_project_level_entries_from_the_command_line(demo_jump):

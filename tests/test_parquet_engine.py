@@ -20,7 +20,7 @@ import s3fs
 from faultproxy import FaultProxy
 
 from intake_cpg import fetch, parquet_engine, readers, thrift
-from intake_cpg.errors import DataReadError, StorageError
+from intake_cpg.errors import DataReadError, ParameterError, StorageError
 from intake_cpg.refs import FileRef
 
 
@@ -297,6 +297,37 @@ def test_large_file_is_split_by_row_groups_and_small_files_batched(
     sddf = small.to_dask()
     assert 1 < sddf.npartitions < 20  # batched, at least MIN_PARTITIONS-ish
     assert len(sddf.compute()) == 200
+
+
+def test_partition_size_comes_from_the_dask_config_and_export_streams_smaller(
+    make_bucket, s3_admin, s3_options, monkeypatch
+):
+    import dask
+
+    from intake_cpg import export
+    from intake_cpg.sources import ProfilesSource
+
+    b = make_bucket()
+    for i in range(16):
+        s3_admin.pipe(f"{b}/p{i:02d}.parquet", _bytes(_table(20, rows=10, seed=i)))
+    s3_admin.invalidate_cache()
+    key = parquet_engine.PARTITION_SIZE_KEY
+
+    def partitions() -> int:
+        src = ProfilesSource(f"s3://{b}/*.parquet", storage_options=s3_options)
+        return src.to_dask().npartitions
+
+    assert partitions() == 8  # tiny files: MIN_PARTITIONS of two files each
+    with dask.config.set({key: 1}):
+        assert partitions() == 16  # smaller than a file: one file each
+    monkeypatch.setattr(export, "EXPORT_PARTITION_BYTES", 1)
+    with export.streaming_partitions():
+        assert partitions() == 16
+    with dask.config.set({key: "1GiB"}), export.streaming_partitions():
+        assert partitions() == 8  # a size the user set is kept
+    for bad in (-5, "lots", True):
+        with dask.config.set({key: bad}), pytest.raises(ParameterError, match=key):
+            partitions()
 
 
 def test_bare_urls_warm_cache_checks_the_version_first(bucket, moto_server, s3_admin, tmp_path):
