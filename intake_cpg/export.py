@@ -185,10 +185,10 @@ def export_table(
         describe_partition: ``i -> text`` naming what partition ``i`` reads (its file and
             size), for the error raised when a dask worker dies computing it.
 
-    Memory follows the partitions of ``df``: make it inside :func:`streaming_partitions`
-    for smaller ones. Every partition is cast to the schema of the first one; a partition with columns the first
+    Every partition is cast to the schema of the first one; a partition with columns the first
     lacks raises :class:`~intake_cpg.errors.SchemaMismatchError`. Memory holds one row group
-    plus one partition (two with a client). A worker that dies computing a partition (what
+    plus one partition (two with a client); make ``df`` inside :func:`streaming_partitions`
+    for smaller partitions. A worker that dies computing a partition (what
     the nanny does to a worker over its memory limit) raises
     :class:`~intake_cpg.errors.OutOfMemoryError` naming the partition.
     """

@@ -1035,12 +1035,14 @@ def partition_target() -> int:
     if value is None:
         return PARTITION_BYTES
     try:
+        if isinstance(value, bool):
+            raise TypeError("a boolean is not a number of bytes")
         size = parse_bytes(value) if isinstance(value, str) else int(value)
     except (ValueError, TypeError) as exc:
         size, why = 0, str(exc)
     else:
         why = "it must be positive"
-    if isinstance(value, bool) or size < 1:
+    if size < 1:
         raise ParameterError(
             f"dask config {PARTITION_SIZE_KEY!r} = {value!r} is not a size: {why}; give bytes "
             f"or a size such as '16MiB' (default {PARTITION_BYTES // 2**20} MiB)"
