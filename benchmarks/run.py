@@ -673,7 +673,8 @@ def w_memory(srv: SeaweedS3, trees: dict[str, Any], tmp: Path, width: int) -> di
         "rss_growth_in_partitions": grown / part,
         "peak_over_table": r["peak_rss"] / table_bytes,
         "s": r["s"],
-        "how": "intake_cpg.export.export_parquet (what intake-cpg export runs)",
+        "how": "intake_cpg.export.export_parquet of a frame made in streaming_partitions() "
+        "(what intake-cpg export runs)",
     }
     out.unlink()
     return {
