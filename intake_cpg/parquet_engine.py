@@ -1034,14 +1034,14 @@ def partition_target() -> int:
     value = dask.config.get(PARTITION_SIZE_KEY, None)
     if value is None:
         return PARTITION_BYTES
-    try:
-        if isinstance(value, bool):
-            raise TypeError("a boolean is not a number of bytes")
-        size = parse_bytes(value) if isinstance(value, str) else int(value)
-    except (ValueError, TypeError) as exc:
-        size, why = 0, str(exc)
+    size, why = 0, "it must be positive"
+    if isinstance(value, bool):
+        why = "a boolean is not a number of bytes"
     else:
-        why = "it must be positive"
+        try:
+            size = parse_bytes(value) if isinstance(value, str) else int(value)
+        except (ValueError, TypeError) as exc:
+            why = str(exc)
     if size < 1:
         raise ParameterError(
             f"dask config {PARTITION_SIZE_KEY!r} = {value!r} is not a size: {why}; give bytes "
