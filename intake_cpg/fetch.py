@@ -1,9 +1,11 @@
-"""Byte-range reads of S3 objects through s3fs's async interface, pinned to one ETag.
+"""S3 requests on s3fs's event loop: byte-range reads pinned to one ETag, and listings.
 
-This module knows HTTP ranges and S3 semantics, nothing about parquet. Every request goes
-through ``S3FileSystem._call_s3`` (so botocore's retries, the endpoint and anonymous access
-are exactly those of the rest of intake-cpg) and runs on fsspec's I/O loop, with at most
-:data:`MAX_IN_FLIGHT` requests in flight per process, whatever the number of dask threads.
+This module knows HTTP ranges and S3 semantics, nothing about parquet. Signed requests go
+through ``S3FileSystem._call_s3`` (botocore's retries, endpoint and credentials); anonymous
+ones (the public gallery) are plain unsigned HTTP GETs through aiohttp, which cost a fifth
+of botocore's CPU per request and need no botocore client, retried here with the same
+budget. Every request runs on fsspec's I/O loop, with at most :data:`MAX_IN_FLIGHT` in
+flight per process, whatever the number of dask threads.
 
 * :func:`read_tail` is one suffix-range GET (``Range: bytes=-N``): its answer gives the
   object's size and ETag too, so a reader never needs a HEAD.
@@ -14,6 +16,8 @@ are exactly those of the rest of intake-cpg) and runs on fsspec's I/O loop, with
   :class:`~intake_cpg.errors.StorageError` naming it: never a mix of two versions.
 * A body shorter than the range asked for (a connection closed mid-answer) is retried like a
   transport fault, up to the filesystem's ``retries``; then it is a ``StorageError``.
+* :func:`list_prefix` lists one level of an anonymous bucket (``ListObjectsV2``, every page;
+  :func:`parse_listing` reads one).
 
 >>> coalesce([(0, 10), (12, 20), (1000, 1010)], gap=8)
 [(0, 20), (1000, 1010)]
@@ -25,6 +29,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import errno
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -32,17 +37,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import StorageError
-from .storage import is_transport_failure, transport_error
+from .storage import is_transport_failure, s3_endpoint, transport_error
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_GAP",
     "MAX_IN_FLIGHT",
+    "NoSuchBucketError",
     "Pinned",
     "ShortReadError",
     "coalesce",
     "is_async_s3",
+    "list_prefix",
+    "parse_listing",
+    "plain_listing",
     "read_ranges",
     "read_tail",
     "run",
@@ -54,12 +63,18 @@ MAX_IN_FLIGHT = 64
 MAX_GAP = 256 * 2**10
 #: Requests larger than this are split into concurrent parts.
 MAX_PART = 16 * 2**20
+#: Keys per page of a listing (S3's maximum).
+LIST_PAGE_KEYS = 1000
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _SEMAPHORES: dict[int, asyncio.Semaphore] = {}
 
 
 class ShortReadError(OSError):
     """An answer's body had fewer bytes than the range asked for (retried, then reported)."""
+
+
+class NoSuchBucketError(FileNotFoundError):
+    """A request named a bucket that does not exist (HTTP 404 ``NoSuchBucket``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +166,9 @@ def _anonymous_endpoint(fs: Any) -> str | None:
     """
     if not getattr(fs, "anon", False):
         return None
-    ep = (getattr(fs, "client_kwargs", None) or {}).get("endpoint_url") or getattr(
-        fs, "endpoint_url", None
-    )
+    options = {"client_kwargs": getattr(fs, "client_kwargs", None),
+               "endpoint_url": getattr(fs, "endpoint_url", None)}  # fmt: skip
+    ep = s3_endpoint(options)  # the environment's too, as botocore would use
     return ep.rstrip("/") if ep else "https://s3.amazonaws.com"
 
 
@@ -197,6 +212,52 @@ class _HTTPStatus(OSError):
     """A non-success answer of the plain HTTP path (errno EIO for retryable statuses)."""
 
 
+_ERROR_PART = re.compile(rb"<(Code|Message)>([^<]{0,300})</")
+
+
+def _error_text(body: bytes) -> str:
+    """S3's error code and message from an error answer's XML, else the body's start.
+
+    >>> _error_text(b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>")
+    'AccessDenied: Access Denied'
+    """
+    parts = dict(_ERROR_PART.findall(body[:4096]))
+    if parts:
+        return ": ".join(p.decode(errors="replace") for p in parts.values())
+    return " ".join(body[:300].decode(errors="replace").split())
+
+
+def _status_error(status: int, reason: str, body: bytes, where: str) -> BaseException:
+    """The exception for a non-success answer of the plain HTTP path about ``where``
+    (``bucket/key``): retryable statuses carry errno EIO."""
+    text = _error_text(body)
+    if status == 412:
+        return OSError(errno.EINVAL, f"PreconditionFailed (412): pre-conditions failed {text}")
+    if status == 404 and b"<Code>NoSuchBucket</Code>" in body:
+        bucket = where.split("/", 1)[0]
+        return NoSuchBucketError(errno.ENOENT, f"NoSuchBucket (HTTP 404): {bucket}", where)
+    if status == 404:
+        return FileNotFoundError(errno.ENOENT, f"{where} not found", where)
+    if status == 403:
+        return StorageError(
+            f"access to s3://{where} was denied (HTTP 403): {text}; it is not public: pass "
+            "credentials in storage_options (then requests are signed)"
+        )
+    if status in (429, 500, 502, 503, 504):
+        return _HTTPStatus(errno.EIO, f"HTTP {status} {reason}: {text}")
+    return StorageError(f"s3://{where}: HTTP {status} {reason}: {text}")
+
+
+async def _plain(url: str, params: dict[str, str] | None, headers: dict[str, str],
+                 where: str) -> tuple[bytes, Any]:  # fmt: skip
+    """One unsigned GET: the body and the answer's headers, or the error of its status."""
+    async with _session().get(url, headers=headers, params=params) as resp:
+        body = await resp.read()
+        if resp.status in (200, 206):
+            return body, resp.headers
+        raise _status_error(resp.status, resp.reason or "", body, where)
+
+
 async def _raw_get(
     base: str, bucket: str, key: str, headers: dict[str, str], version_id: str | None
 ) -> tuple[bytes, dict[str, Any]]:
@@ -204,25 +265,9 @@ async def _raw_get(
 
     url = f"{base}/{bucket}/{quote(key, safe='/~')}"
     params = {"versionId": version_id} if version_id else None
-    async with _session().get(url, headers=headers, params=params) as resp:
-        body = await resp.read()
-        if resp.status in (200, 206):
-            h = resp.headers
-            return body, {"ContentRange": h.get("Content-Range"), "ETag": h.get("ETag"),
-                          "ContentLength": h.get("Content-Length")}  # fmt: skip
-        text = body[:300].decode(errors="replace")
-        if resp.status == 412:
-            raise OSError(errno.EINVAL, f"PreconditionFailed (412): pre-conditions failed {text}")
-        if resp.status == 404:
-            raise FileNotFoundError(errno.ENOENT, f"{bucket}/{key} not found", f"{bucket}/{key}")
-        if resp.status == 403:
-            raise StorageError(
-                f"access to s3://{bucket}/{key} was denied (HTTP 403): {text}; the object is not "
-                "public: pass credentials in storage_options (then requests are signed)"
-            )
-        if resp.status in (429, 500, 502, 503, 504):
-            raise _HTTPStatus(errno.EIO, f"HTTP {resp.status} {resp.reason}: {text}")
-        raise StorageError(f"GET {bucket}/{key}: HTTP {resp.status} {resp.reason}: {text}")
+    body, h = await _plain(url, params, headers, f"{bucket}/{key}")
+    return body, {"ContentRange": h.get("Content-Range"), "ETag": h.get("ETag"),
+                  "ContentLength": h.get("Content-Length")}  # fmt: skip
 
 
 def _attempts(fs: Any) -> int:
@@ -250,36 +295,48 @@ async def _get(
     if version_id:
         kw["VersionId"] = version_id
     attempts = _attempts(fs) if base else max(int(getattr(fs, "retries", 5)), 1)
+
+    async def once() -> tuple[bytes, dict[str, Any]]:
+        try:
+            if base is not None:
+                body, resp = await _raw_get(base, bucket, key, headers, version_id)
+            else:
+                resp = await fs._call_s3("get_object", **kw)
+                try:
+                    body = await resp["Body"].read()
+                finally:
+                    resp["Body"].close()
+        except Exception as exc:
+            if _is_precondition(exc):
+                changed = _changed(url, etag or "?", exc)
+                raise changed from changed.__cause__  # FileExpired, caused by exc
+            raise
+        if expect is not None and len(body) != expect:
+            raise ShortReadError(errno.EIO, f"{url}: {rng} answered {len(body)} bytes of {expect}")
+        return body, resp
+
+    return await _retrying(url, rng, attempts, once, "read")
+
+
+async def _retrying(url: str, what: str, attempts: int, call: Any, doing: str) -> Any:
+    """``await call()`` (one request, at most :data:`MAX_IN_FLIGHT` in flight), again with
+    exponential backoff after a transport failure or a short body, ``attempts`` times in
+    all; then the :func:`~intake_cpg.storage.transport_error` naming ``url``."""
     last: BaseException | None = None
     for attempt in range(attempts):
         try:
             async with _semaphore():
-                if base is not None:
-                    body, resp = await _raw_get(base, bucket, key, headers, version_id)
-                else:
-                    resp = await fs._call_s3("get_object", **kw)
-                    try:
-                        body = await resp["Body"].read()
-                    finally:
-                        resp["Body"].close()
-            if expect is not None and len(body) != expect:
-                raise ShortReadError(
-                    errno.EIO, f"{url}: {rng} answered {len(body)} bytes of {expect}"
-                )
-            return body, resp
+                return await call()
         except FileNotFoundError:
             raise
-        except Exception as exc:  # sorted below: changed, transient or fatal
-            if _is_precondition(exc):
-                changed = _changed(url, etag or "?", exc)
-                raise changed from changed.__cause__  # FileExpired, caused by exc
+        except Exception as exc:  # transient (retried) or fatal
             if not (isinstance(exc, ShortReadError) or is_transport_failure(exc)):
                 raise
             last = exc
-            log.debug("retrying %s %s after %s: %s", url, rng, type(exc).__name__, exc)
+            log.debug("retrying %s %s after %s: %s", url, what, type(exc).__name__, exc)
             await asyncio.sleep(min(0.05 * 1.7**attempt, 5))
     assert last is not None
-    raise transport_error(url, last) from last
+    raise transport_error(url, last, doing) from last
 
 
 async def head(
@@ -394,3 +451,103 @@ async def read_ranges(
         pieces = [got[(p, min(p + MAX_PART, e))] for p in range(s, e, MAX_PART)]
         out[(s, e)] = pieces[0] if len(pieces) == 1 else b"".join(pieces)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# listings
+# --------------------------------------------------------------------------------------------
+_S3_XML = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+
+
+def plain_listing(fs: Any) -> bool:
+    """Whether ``fs``'s listings can go over plain HTTP (:func:`list_prefix`): an anonymous
+    s3fs filesystem that does not list object versions. Creating botocore's client for the
+    first listing costs 0.1-0.25 s, more than the listings of a whole entry."""
+    return (
+        is_async_s3(fs)
+        and _anonymous_endpoint(fs) is not None
+        and not getattr(fs, "version_aware", False)
+    )
+
+
+def parse_listing(xml: bytes, bucket: str, where: str) -> tuple[list[dict[str, Any]], str | None]:
+    """One ``ListObjectsV2`` page (``encoding-type=url``): s3fs-style info dicts of its
+    common prefixes (``type: directory``) and objects, and the continuation token of the
+    next page (``None``: the last one). ``where`` names the listing in errors.
+
+    >>> page = (b'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+    ...         b"<IsTruncated>false</IsTruncated><Contents><Key>a/x%20y.csv</Key><Size>3</Size>"
+    ...         b"<ETag>&quot;9f&quot;</ETag></Contents><CommonPrefixes><Prefix>a/b/</Prefix>"
+    ...         b"</CommonPrefixes></ListBucketResult>")
+    >>> infos, token = parse_listing(page, "bkt", "s3://bkt/a/")
+    >>> [(i["name"], i["type"], i["size"], i.get("ETag")) for i in infos], token
+    ([('bkt/a/b', 'directory', 0, None), ('bkt/a/x y.csv', 'file', 3, '"9f"')], None)
+    >>> parse_listing(b"<html>", "bkt", "s3://bkt/a/")
+    Traceback (most recent call last):
+    ...
+    intake_cpg.errors.StorageError: s3://bkt/a/: the answer to a listing is not an S3 listing ...
+    """
+    import xml.etree.ElementTree as ET
+    from urllib.parse import unquote_plus
+
+    def bad(why: str) -> StorageError:
+        return StorageError(
+            f"{where}: the answer to a listing is not an S3 listing ({why}); check the "
+            "endpoint (client_kwargs endpoint_url) points at an S3 server"
+        )
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise bad(f"XML: {exc}") from exc
+    if root.tag != f"{_S3_XML}ListBucketResult":
+        raise bad(f"root element {root.tag!r}")
+    out: list[dict[str, Any]] = []
+    try:
+        for p in root.iter(f"{_S3_XML}CommonPrefixes"):
+            name = unquote_plus(p.findtext(f"{_S3_XML}Prefix") or "").rstrip("/")
+            out.append({"name": f"{bucket}/{name}", "type": "directory", "size": 0})
+        for c in root.iter(f"{_S3_XML}Contents"):
+            key = unquote_plus(c.findtext(f"{_S3_XML}Key") or "")
+            size = int(c.findtext(f"{_S3_XML}Size") or "")
+            out.append({"name": f"{bucket}/{key}", "type": "file", "size": size,
+                        "ETag": c.findtext(f"{_S3_XML}ETag")})  # fmt: skip
+    except ValueError as exc:
+        raise bad(f"an object without a size: {exc}") from exc
+    token = None
+    if (root.findtext(f"{_S3_XML}IsTruncated") or "").strip().lower() == "true":
+        token = root.findtext(f"{_S3_XML}NextContinuationToken")
+        if not token:  # never a silently partial listing
+            raise bad("truncated, without a continuation token")
+    return out, token
+
+
+async def list_prefix(
+    fs: Any, bucket: str, prefix: str, *, delimiter: str = "/"
+) -> list[dict[str, Any]]:
+    """Every object and common prefix (one level, by ``delimiter``; ``""``: every object
+    below, recursively) under ``prefix`` of ``bucket``, as s3fs-style info dicts, over plain
+    HTTP (see :func:`plain_listing`): one unsigned ``ListObjectsV2`` request per page of
+    :data:`LIST_PAGE_KEYS`, each retried like a read."""
+    base = _anonymous_endpoint(fs)
+    assert base is not None, "list_prefix needs an anonymous filesystem (plain_listing)"
+    where = f"s3://{bucket}/{prefix}"
+    params = {"list-type": "2", "prefix": prefix, "encoding-type": "url",
+              "max-keys": str(LIST_PAGE_KEYS)}  # fmt: skip
+    if delimiter:
+        params["delimiter"] = delimiter
+    out: list[dict[str, Any]] = []
+    while True:
+        call = functools.partial(_list_page, f"{base}/{bucket}", dict(params), f"{bucket}/{prefix}")
+        infos, token = parse_listing(
+            await _retrying(where, "listing", _attempts(fs), call, "list"), bucket, where
+        )
+        out.extend(infos)
+        if token is None:
+            return out
+        params["continuation-token"] = token
+
+
+async def _list_page(url: str, params: dict[str, str], where: str) -> bytes:
+    body, _ = await _plain(url, params, {}, where)
+    return body

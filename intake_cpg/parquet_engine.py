@@ -34,7 +34,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import struct
 import tempfile
 import threading
@@ -57,6 +56,7 @@ __all__ = [
     "FileRead",
     "StackedRead",
     "WarmCache",
+    "read_footer",
     "read_parquet",
     "resolve_warm_cache",
     "tail_hint",
@@ -762,11 +762,22 @@ def _footer_tail(url: str, data: bytes) -> bytes:
 
 
 #: How a parquet footer marks a column of Arrow's null type: the SchemaElement's logicalType
-#: (field 10, after the name or the field id) holding the UNKNOWN member (11), empty. polars
-#: would stack such a column under another file's dtype (an int column then gets nulls and
-#: becomes float), where the file alone goes to pyarrow; a false match only costs the
-#: stacking.
-_NULL_COLUMN = re.compile(rb"[\x6c\x1c]\xbc\x00\x00")
+#: (field 10, after the name (field-header byte 0x6c) or the field id (0x1c)) holding the
+#: UNKNOWN member (11, 0xbc), empty, then the union's end. polars would stack such a column
+#: under another file's dtype (an int column then gets nulls and becomes float), where the
+#: file alone goes to pyarrow; a false match only costs the stacking.
+_UNKNOWN_TYPE, _BEFORE_UNKNOWN = b"\xbc\x00\x00", (0x6C, 0x1C)
+
+
+def _has_null_column(data: bytes, start: int) -> bool:
+    """Whether the footer in ``data[start:]`` may hold a null-typed column. ``bytes.find``
+    (~0.5 ms for a 1.4 MB footer; a regex with a character class took ~8 ms, per file)."""
+    at = data.find(_UNKNOWN_TYPE, max(start, 1))
+    while at >= 0:
+        if data[at - 1] in _BEFORE_UNKNOWN:
+            return True
+        at = data.find(_UNKNOWN_TYPE, at + 1)
+    return False
 
 
 def _stacked(wholes: Sequence[_Whole]) -> StackedRead | None:
@@ -774,7 +785,7 @@ def _stacked(wholes: Sequence[_Whole]) -> StackedRead | None:
     ``None`` when they are not all flat with the same columns and dtypes. Their fetched
     bytes are dropped once decoded."""
     for w in wholes:
-        if _NULL_COLUMN.search(w.data, max(0, len(w.data) - 8 - _footer_length(w.job.url, w.data))):
+        if _has_null_column(w.data, len(w.data) - 8 - _footer_length(w.job.url, w.data)):
             return None
     table = polars_frames.decode_stacked([w.data for w in wholes])
     if table is None or not table.names:
@@ -983,15 +994,41 @@ def prefetch(
     return out
 
 
+def read_footer(fs: Any, ref: Any, footer_cache: Any = None) -> pq.FileMetaData:
+    """The footer of one parquet file on S3 (``ref``: a URL or a FileRef), without a HEAD.
+
+    From ``footer_cache`` when the listing gave its ETag and size; else one suffix read (two
+    when the footer is longer than the tail learnt from the files read so far), pinned to
+    the ETag, and then kept in ``footer_cache``.
+    """
+    job = _job(ref, None, None)
+    job.footers = footer_cache
+    if footer_cache is not None and job.etag and job.size is not None:
+        md = footer_cache.get(job.url, job.etag, job.size)
+        if md is not None:
+            return md
+    return fetch.run(fs, _footer_of(fs, job))
+
+
 async def _footer_of(fs: Any, job: _Job) -> pq.FileMetaData:
-    tail, obj = await fetch.read_tail(fs, job.url, tail_hint(), size=job.size, etag=job.etag)
+    """``job``'s footer, from ``job.footers`` once the first answer named the version (a
+    bare URL's ETag and size), else fetched and kept there."""
+    tail, obj = await fetch.read_tail(fs, job.url, tail_hint(), size=job.size, etag=job.etag,
+                                      version_id=job.version_id)  # fmt: skip
+    job.etag, job.size = obj.etag or job.etag, obj.size
+    if job.footers is not None and job.etag:
+        md = job.footers.get(job.url, job.etag, job.size)
+        if md is not None:
+            return md
     flen = _footer_length(job.url, tail)
     tail_hint(flen)
     if flen + 8 > len(tail):
         start = obj.size - flen - 8
         got = await fetch.read_ranges(fs, obj, [(start, obj.size - len(tail))], gap=0)
         tail = got[(start, obj.size - len(tail))] + tail
-    return await asyncio.to_thread(_metadata, job.url, tail[len(tail) - flen - 8 :])
+    md = await asyncio.to_thread(_metadata, job.url, tail[len(tail) - flen - 8 :])
+    _keep_footer(job, md)
+    return md
 
 
 def _group_bytes(md: pq.FileMetaData, columns: Sequence[str] | None) -> list[int]:

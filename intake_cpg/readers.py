@@ -49,6 +49,7 @@ from .errors import (
     StorageError,
     close_matches,
 )
+from .fetch import is_async_s3
 from .footer_cache import FooterCache, object_identity, read_columns
 from .layout import GalleryPath
 from .refs import FileRef, ref_from_url
@@ -577,18 +578,32 @@ def read_schema(
     list_widths: bool = False,
     sample_bytes: int = TEXT_SAMPLE_BYTES,
     footer_cache: FooterCache | None = None,
+    ref: FileRef | None = None,
 ) -> FileSchema:
     """Columns and dtypes of one file, reading only its parquet footer or text header.
 
     A parquet footer costs about 600 bytes per column (a 4,765-column plate: ~3 MB); a text
     header read takes the first ``sample_bytes`` (uncompressed) to infer dtypes. With
     ``list_widths=True`` the first row of each variable-length list column is read too.
-    With a ``footer_cache`` the footer of an unchanged object is not read again.
+    With a ``footer_cache`` the footer of an unchanged object is not read again. On S3 the
+    footer comes through :func:`~intake_cpg.parquet_engine.read_footer` (no HEAD; with the
+    size and ETag of ``ref``, the file's listing entry, one request or none).
     """
     fmt = detect_format(url, format)
     fs, path = filesystem(url, storage_options)
     with _read_errors(url, fmt, storage_options, fs, path):
-        if fmt.kind == "parquet":
+        if fmt.kind == "parquet" and is_async_s3(fs):
+            from .parquet_engine import read_footer
+
+            md = read_footer(fs, ref if ref is not None and ref.url == url else url, footer_cache)
+            schema = md.schema.to_arrow_schema()
+            widths = _list_widths(schema)
+            if not (list_widths and any(w is None for w in widths.values())):
+                check_unique_columns(schema.names, url)
+                return FileSchema(
+                    url, _pandas_dtypes(schema), widths, md.num_rows, _list_dtypes(schema)
+                )
+        if fmt.kind == "parquet":  # (or a list column's first row is needed for its width)
             with fs.open(path, "rb", cache_type="none") as raw:
                 fh = ExactReads.wrap(raw, url)
                 md = None if footer_cache is None else footer_cache.load(fh, url)

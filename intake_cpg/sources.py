@@ -314,24 +314,24 @@ class ProfilesSource(TableOutputs, DataSource):
         return parquet_engine.plan_pieces(fs, refs, columns, per_file=per_file)
 
     # -- schema -------------------------------------------------------------------------
-    def _read_schemas(self, urls: list[str]) -> list[FileSchema]:
+    def _read_schemas(self, refs: list[FileRef]) -> list[FileSchema]:
         kw = {"format": self.format, "footer_cache": self.footer_cache}
-        first = readers.read_schema(
-            urls[0], self.storage_options, list_widths=self.expand_embeddings, **kw
-        )
+
+        def schema(ref: FileRef, **more: Any) -> FileSchema:
+            return readers.read_schema(ref.url, self.storage_options, ref=ref, **kw, **more)
+
+        first = schema(refs[0], list_widths=self.expand_embeddings)
         header_only = (
-            first.num_rows == 0 and readers.detect_format(urls[0], self.format).kind == "text"
+            first.num_rows == 0 and readers.detect_format(refs[0].url, self.format).kind == "text"
         )
-        if self.schema_mode in ("strict", "first") or len(urls) == 1:
+        if self.schema_mode in ("strict", "first") or len(refs) == 1:
             if header_only:  # no rows tell the dtypes: take them from the next file with rows
-                later = (readers.read_schema(u, self.storage_options, **kw) for u in urls[1:])
+                later = (schema(r) for r in refs[1:])
                 donor = next((s for s in later if s.num_rows != 0), None)
                 first = first if donor is None else readers.typed_like(first, donor)
             return [first]
-        with ThreadPoolExecutor(min(SCHEMA_READ_THREADS, len(urls) - 1)) as pool:
-            rest = list(
-                pool.map(lambda u: readers.read_schema(u, self.storage_options, **kw), urls[1:])
-            )
+        with ThreadPoolExecutor(min(SCHEMA_READ_THREADS, len(refs) - 1)) as pool:
+            rest = list(pool.map(schema, refs[1:]))
         if header_only:
             donor = next((s for s in rest if s.num_rows != 0), None)
             first = first if donor is None else readers.typed_like(first, donor)
@@ -342,7 +342,7 @@ class ProfilesSource(TableOutputs, DataSource):
             return self._schema  # may call _get_schema directly, then to_dask plans again)
         refs = self._expand()
         parts = partition_refs(refs, self.files_per_partition)
-        schemas = self._read_schemas([r.url for r in refs])
+        schemas = self._read_schemas(refs)
         options = ReadOptions(
             columns=tuple(self.columns) if self.columns is not None else None,
             filters=self.filters,

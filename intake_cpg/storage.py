@@ -312,6 +312,14 @@ def is_transport_failure(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno is not None
 
 
+def _is_connect_failure(exc: BaseException) -> bool:
+    """No connection was made: botocore's ``EndpointConnectionError``, aiohttp's
+    ``ClientConnectorError`` (DNS failures included), a refused connection."""
+    return isinstance(exc, ConnectionRefusedError) or any(
+        c.__name__ in ("EndpointConnectionError", "ClientConnectorError") for c in type(exc).__mro__
+    )
+
+
 def transport_error(url: str, exc: BaseException, doing: str = "read") -> StorageError:
     """A :class:`StorageError` naming ``url`` and the cause of a failed request.
 
@@ -326,8 +334,11 @@ def transport_error(url: str, exc: BaseException, doing: str = "read") -> Storag
             "refresh the listing (cat.refresh(), or intake-cpg --refresh) and load again to "
             "read the new version."
         )
+    cause = f"{type(exc).__name__}: {exc}"
+    if _is_connect_failure(exc):  # botocore and aiohttp word it differently: say it once
+        cause = f"Could not connect to the endpoint ({cause})"
     return StorageError(
-        f"could not {doing} {url}: {type(exc).__name__}: {exc}. The request failed after "
+        f"could not {doing} {url}: {cause}. The request failed after "
         "retries; try again later, or raise the retry budget, e.g. storage_options="
         "{'config_kwargs': {'retries': {'max_attempts': 10, 'mode': 'adaptive'}}}."
     )
@@ -377,6 +388,24 @@ def _seconds(value: Any, name: str) -> float:
     return seconds
 
 
+def s3_endpoint(options: Mapping[str, Any]) -> str | None:
+    """The S3 endpoint the client of these storage options uses: ``client_kwargs`` or
+    ``endpoint_url``, else ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` from the environment
+    (as botocore does); ``None`` for AWS itself.
+
+    >>> s3_endpoint({"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}})
+    'http://127.0.0.1:9000'
+    """
+    client = options.get("client_kwargs") or {}
+    endpoint = (
+        client.get("endpoint_url")
+        or options.get("endpoint_url")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    return str(endpoint) if endpoint else None
+
+
 def listing_identity(protocol: str, options: Mapping[str, Any]) -> tuple[str, str]:
     """``(endpoint, identity)`` that a listing's content depends on, beyond the root.
 
@@ -396,13 +425,7 @@ def listing_identity(protocol: str, options: Mapping[str, Any]) -> tuple[str, st
     if protocol not in _S3:
         return "", "local"
     client = options.get("client_kwargs") or {}
-    endpoint = (
-        client.get("endpoint_url")
-        or options.get("endpoint_url")
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-        or "aws"
-    )
+    endpoint = s3_endpoint(options) or "aws"
     if options.get("anon"):
         return str(endpoint), "anonymous"
     key = options.get("key") or client.get("aws_access_key_id")
@@ -655,13 +678,13 @@ class Storage:
         path = self.path(prefix)
         log.debug("listing %s", self.url(prefix))
         try:
-            raw = (
-                self.fs.ls(path, detail=True, refresh=True)
-                if self.protocol in ("s3", "s3a")
-                else self.fs.ls(path, detail=True)
-            )
+            raw = self._list_level(path)
+        except StorageError:
+            raise
         except FileNotFoundError as exc:
-            if type(exc.__cause__).__name__ == "NoSuchBucket":
+            if type(exc).__name__ == "NoSuchBucketError" or (
+                type(exc.__cause__).__name__ == "NoSuchBucket"
+            ):
                 raise StorageError(
                     f"cannot list {self.url(prefix)}: the bucket does not exist ({exc}); check "
                     "the root (--root / urlpath) and the endpoint"
@@ -677,6 +700,23 @@ class Storage:
         except transport_errors() as exc:
             raise transport_error(self.url(prefix), exc, "list") from exc
         return self._to_entries(raw)
+
+    def _list_level(self, path: str, *, recursive: bool = False) -> list[dict[str, Any]]:
+        """One level below ``path`` (``recursive``: every file below it) as fsspec info
+        dicts: over plain HTTP for an anonymous S3 root (no botocore client:
+        :func:`~intake_cpg.fetch.plain_listing`), else through fsspec."""
+        from . import fetch
+
+        if not (self.protocol in ("s3", "s3a") and fetch.plain_listing(self.fs)):
+            if recursive:
+                return list(self.fs.find(path, detail=True).values())
+            if self.protocol in ("s3", "s3a"):
+                return self.fs.ls(path, detail=True, refresh=True)
+            return self.fs.ls(path, detail=True)
+        bucket, key, _ = self.fs.split_path(path)
+        prefix = f"{key.strip('/')}/" if key.strip("/") else ""
+        delimiter = "" if recursive else "/"
+        return fetch.run(self.fs, fetch.list_prefix(self.fs, bucket, prefix, delimiter=delimiter))
 
     def _through_cache(
         self, cache_key: str, fetch: Callable[[], tuple[Entry, ...]], refresh: bool
@@ -720,12 +760,14 @@ class Storage:
         path = self.path(prefix)
         log.debug("finding all files under %s", self.url(prefix))
         try:
-            raw = self.fs.find(path, detail=True)
+            raw = self._list_level(path, recursive=True)
+        except StorageError:
+            raise
         except FileNotFoundError:
             return ()
         except transport_errors() as exc:
             raise transport_error(self.url(prefix), exc, "list") from exc
-        return self._to_entries(raw.values())
+        return self._to_entries(raw)
 
     def find(self, prefix: str, *, refresh: bool = False) -> tuple[Entry, ...]:
         """All files below ``prefix`` (recursive; one paginated request on S3), cached like ``ls``.

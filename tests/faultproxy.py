@@ -6,6 +6,7 @@ which case the rule's fault is injected instead:
 
 * ``"500"``: ``500 InternalError`` with S3's XML error body;
 * ``"503"``: ``503 SlowDown`` with S3's XML error body (what S3 sends when throttling);
+* ``"403"``: ``403 AccessDenied`` with S3's XML error body (a bucket or object not public);
 * ``"reset"``: the request is read, then the TCP connection is reset (RST, no response);
 * ``"truncate"``: the upstream response is sent with its full ``Content-Length`` but only
   half of its body, then the connection is closed;
@@ -46,7 +47,7 @@ from typing import Any
 
 __all__ = ["ACTIONS", "FaultProxy", "Record", "Rule"]
 
-ACTIONS = ("500", "503", "reset", "truncate", "short", "slow", "hook")
+ACTIONS = ("500", "503", "403", "reset", "truncate", "short", "slow", "hook")
 
 _HOP_BY_HOP = frozenset(
     {
@@ -69,6 +70,7 @@ _ERROR_BODY = (
 _ERRORS = {
     "500": (500, "Internal Server Error", "InternalError", "We encountered an internal error."),
     "503": (503, "Slow Down", "SlowDown", "Please reduce your request rate."),
+    "403": (403, "Forbidden", "AccessDenied", "Access Denied"),
 }
 
 
@@ -225,7 +227,7 @@ def _handler_class(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             rule = proxy.choose(method, path)
             action = rule.action if rule else None
             record.fault = action
-            if action in ("500", "503"):
+            if action in _ERRORS:
                 self._send_error(record, action)
                 return
             if action == "reset":

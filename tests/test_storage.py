@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from intake_cpg import storage
-from intake_cpg.errors import ManifestError, ParameterError
+from intake_cpg.errors import ManifestError, ParameterError, StorageError
 from intake_cpg.manifest import read_manifest
 from intake_cpg.storage import (
     SecretFilter,
@@ -164,3 +164,73 @@ def test_default_root_is_the_gallery_bucket():
     assert storage.DEFAULT_ROOT == f"s3://{storage.GALLERY_BUCKET}" == "s3://cellpainting-gallery"
     assert cli.DEFAULT_ROOT is storage.DEFAULT_ROOT
     assert gallery_source.DEFAULT_ROOT is storage.DEFAULT_ROOT
+
+
+# -- anonymous listings over plain HTTP -----------------------------------------------------------
+def _entries(s: Storage, prefix: str, recursive: bool = False) -> list[tuple]:
+    got = s.find(prefix) if recursive else s.ls(prefix)
+    return [(e.name, e.key, e.is_dir, e.size, e.etag) for e in got]
+
+
+def test_anonymous_listings_page_through_and_match_signed_ones(
+    make_bucket, s3_admin, s3_options, moto_server, monkeypatch
+):
+    """Every page is read (a page of 2 keys here), keys that need URL encoding come back
+    as written, and the entries are those of a signed listing through s3fs and botocore."""
+    from intake_cpg import fetch
+    from tests.faultproxy import FaultProxy
+
+    b = make_bucket()
+    keys = [f"top/f{i}.csv" for i in range(5)] + ["top/a b+c%.csv", "top/d1/x", "top/d2/y/z"]
+    for i, k in enumerate(keys):
+        s3_admin.pipe(f"{b}/{k}", b"x" * i)
+    root = b.removeprefix("s3://")
+    monkeypatch.setattr(fetch, "LIST_PAGE_KEYS", 2)
+    signed = Storage(f"s3://{root}", {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": moto_server}})  # fmt: skip
+    with FaultProxy(moto_server) as proxy:
+        anon = Storage(f"s3://{root}", {**s3_options, "client_kwargs": {"endpoint_url": proxy.url}})
+        assert fetch.plain_listing(anon.fs) and not fetch.plain_listing(signed.fs)
+        level, below = _entries(anon, "top"), _entries(anon, "top", recursive=True)
+        pages = [r for r in proxy.log if "list-type=2" in r.path]
+    assert level == _entries(signed, "top") and below == _entries(signed, "top", recursive=True)
+    assert ("a b+c%.csv", "top/a b+c%.csv", False, 5, level[0][4]) in level
+    assert [e[0] for e in level if e[2]] == ["d1", "d2"] and len(below) == len(keys)
+    assert len(pages) == 4 + 4  # 5 files + 2 folders in pages of 2; 8 files in pages of 2
+    assert all("Authorization" not in r.headers for r in pages)
+
+
+def test_anonymous_listing_errors_name_the_bucket_or_the_cause(moto_server, s3_options):
+    from tests.faultproxy import FaultProxy
+
+    with pytest.raises(
+        StorageError,
+        match=r"cannot list s3://no-such-bucket-0: the bucket does not exist.*NoSuchBucket",
+    ):
+        Storage("s3://no-such-bucket-0", s3_options).ls("")
+    with FaultProxy(moto_server) as proxy:
+        opts = {**s3_options, "client_kwargs": {"endpoint_url": proxy.url}}
+        proxy.add("403", method="GET", count=1)
+        with pytest.raises(StorageError, match=r"s3://cpg-demo/.*denied \(HTTP 403\).*credentials"):
+            Storage("s3://cpg-demo", opts).ls("cpg0016-jump")
+        proxy.add("500", method="GET")  # every attempt: the budget is spent, then said
+        few = {**opts, "config_kwargs": {"retries": {"max_attempts": 1}}}
+        with pytest.raises(StorageError, match=r"could not list s3://cpg-demo/.*Internal.*retr"):
+            Storage("s3://cpg-demo", few).ls("")
+
+
+def test_an_anonymous_browse_and_load_need_no_botocore_client(demo_s3, s3_options, monkeypatch):
+    """Creating botocore's client costs 0.1-0.25 s: anonymous listings, footers and reads
+    go over plain HTTP, so a browse and a parquet load never create one."""
+    import intake
+    import s3fs
+
+    def no_client(self, *a, **k):
+        raise AssertionError("botocore's client was created")
+
+    storage._SHARED.clear()
+    monkeypatch.setattr(s3fs.S3FileSystem, "set_session", no_client)
+    cat = intake.open_cpg("s3://cpg-demo", storage_options=s3_options)
+    entry = cat["cpg0016-jump"]["source_4"]["profiles"](batch="*", plate="*")
+    df = entry.to_dask().compute()
+    assert len(df) > 0 and df["Metadata_Plate"].nunique() == len(entry.file_urls())
+    storage._SHARED.clear()
