@@ -12,6 +12,7 @@ import pandas as pd
 from intake.source.base import DataSource, Schema
 
 from . import __version__
+from .readers import dtype_names
 
 __all__ = ["FrameSource"]
 
@@ -37,7 +38,7 @@ class FrameSource(DataSource):
         df = self.frame()
         return Schema(
             datashape=None,
-            dtype={c: str(t) for c, t in df.dtypes.items()},
+            dtype=dtype_names(df),
             shape=df.shape,
             npartitions=1,
             extra_metadata={},

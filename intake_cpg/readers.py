@@ -72,6 +72,7 @@ __all__ = [
     "apply_filters",
     "combine_schemas",
     "detect_format",
+    "dtype_names",
     "expand_list_columns",
     "filter_columns",
     "is_string_column",
@@ -441,6 +442,18 @@ def _pandas_dtypes(schema: pa.Schema) -> dict[str, Any]:
             dt = STRING_DTYPE
         out[f.name] = dt
     return out
+
+
+def dtype_names(df: pd.DataFrame) -> dict[str, str]:
+    """Each column's dtype as text, naming each distinct dtype once (``str`` of a NumPy
+    dtype costs ~4 us: 20 ms for a full-width plate's 4,765 columns, one by one).
+
+    >>> dtype_names(pd.DataFrame({"n": [1], "x": [1.5], "y": [2.5]}))
+    {'n': 'int64', 'x': 'float64', 'y': 'float64'}
+    """
+    dtypes = list(df.dtypes)
+    named = {t: str(t) for t in set(dtypes)}
+    return dict(zip(df.columns, (named[t] for t in dtypes), strict=True))
 
 
 def empty_frame(dtypes: Mapping[str, Any]) -> pd.DataFrame:
@@ -1182,7 +1195,9 @@ def read_partition(refs: Iterable[Any], plan: ReadPlan) -> pd.DataFrame:
     from . import parquet_engine
 
     items = list(refs)
-    stack = not plan.filters and not plan.list_widths
+    stack = (
+        not plan.filters and not plan.list_widths and polars_frames.flat_dtypes(plan.meta.dtypes)
+    )
     try:
         reads = parquet_engine.prefetch(
             items, plan, _wanted(plan) if plan.check_extra is False else None, stack=stack
