@@ -63,6 +63,10 @@ MAX_IN_FLIGHT = 64
 MAX_GAP = 256 * 2**10
 #: Requests larger than this are split into concurrent parts.
 MAX_PART = 16 * 2**20
+#: Bytes a response's body buffer takes before reading pauses (aiohttp's default: 64 KiB).
+#: 1 MiB cut this process's CPU for the fetch of 40 whole 11 MB plates from 0.51 to 0.44 s
+#: (medians of 6 in-process fetches; fewer, larger reads from the socket).
+READ_BUFFER = 2**20
 #: Keys per page of a listing (S3's maximum).
 LIST_PAGE_KEYS = 1000
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -186,6 +190,7 @@ def _session() -> Any:
         sess = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             auto_decompress=False,
+            read_bufsize=READ_BUFFER,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60),
         )
         _SESSIONS[id(loop)] = (loop, sess)
