@@ -41,9 +41,9 @@ SCHEMA_READ_THREADS = 16
 _GLOB_CHARS = set("*?[")
 
 
-def _grouped(ref: FileRef) -> bool:
-    """Whether the entry table groups ``ref``'s files into partitions (e.g. analysis)."""
-    row = ENTRY_TABLE.for_product(ref.path.product) if ref.path is not None else None
+def _grouped(product: str) -> bool:
+    """Whether the entry table groups a product's files into partitions (e.g. analysis)."""
+    row = ENTRY_TABLE.for_product(product)
     if row is None:
         return False
     return row.partitioning.group is not None or row.partitioning.files_per_partition > 1
@@ -306,9 +306,9 @@ class ProfilesSource(TableOutputs, DataSource):
 
         if self.files_per_partition or not refs:
             return []
-        if any(
-            readers.detect_format(r.url, self.format).kind != "parquet" or _grouped(r) for r in refs
-        ):
+        if any(readers.detect_format(r.url, self.format).kind != "parquet" for r in refs):
+            return []
+        if any(_grouped(p) for p in {r.path.product for r in refs if r.path is not None}):
             return []
         fs = parquet_engine.engine_fs(refs[0].url, self.storage_options)
         if fs is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import pickle
@@ -308,3 +309,21 @@ def test_on_distributed_cluster(dask_client, mixed_bucket, demo_s3, s3_options):
         f"{ROOT}/{PLATE_KEY}", filters=[("Metadata_Well", "==", "A01")], storage_options=s3_options
     ).to_dask()
     assert dask_client.compute(full).result()["Metadata_Well"].tolist() == ["A01"]
+
+
+def test_file_references_tokenize_by_version_without_pickling(monkeypatch):
+    """A 2,525-file graph tokenizes every reference: by plain values, not dask's pickling of
+    the parsed path, and a new size, ETag or version is a new token."""
+    import dask.tokenize
+    from dask.base import tokenize
+
+    from intake_cpg.refs import ref_from_url
+
+    url = "s3://b/mirror/cpg0016-jump/source_4/workspace/profiles/B1/P1/P1.parquet"
+    ref = ref_from_url(url)
+    assert ref.path is not None and ref.path.plate == "P1" and ref.key.startswith("cpg0016-jump/")
+    monkeypatch.setattr(dask.tokenize, "_normalize_pickle", lambda o: pytest.fail(f"pickled {o!r}"))
+    same = ref_from_url(url)
+    assert tokenize(ref) == tokenize(same)
+    for changed in ({"size": 5}, {"etag": "e"}, {"version_id": "v"}, {"url": url + "x"}):
+        assert tokenize(ref) != tokenize(dataclasses.replace(ref, **changed))
