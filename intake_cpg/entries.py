@@ -294,6 +294,11 @@ class EntryTable(Mapping[str, EntryRow]):
 
     def __init__(self, rows: Iterable[EntryRow]) -> None:
         self._rows = types.MappingProxyType({r.name: r for r in rows})
+        by_product: dict[str, EntryRow] = {}
+        for r in self.at_level("source"):  # the first row naming a product loads it
+            for product in r.products:
+                by_product.setdefault(product, r)
+        self._by_product = types.MappingProxyType(by_product)
 
     def __getitem__(self, name: str) -> EntryRow:
         try:
@@ -312,11 +317,8 @@ class EntryTable(Mapping[str, EntryRow]):
 
     def for_product(self, product: str) -> EntryRow | None:
         """The source-level row that loads a layout product (``None`` for products no entry
-        loads)."""
-        return next(
-            (r for r in self.at_level("source") if product in r.products),
-            None,
-        )
+        loads); asked once per file of a load."""
+        return self._by_product.get(product)
 
     def only(self, output: Output, level: Level = "source") -> EntryRow:
         """The one row of an output kind at a level (e.g. the source level's ``"catalog"``)."""

@@ -22,7 +22,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .layout import GalleryPath
+from .errors import CPGError
+from .layout import GalleryPath, parse_key
 
 __all__ = ["FileRef"]
 
@@ -66,9 +67,6 @@ def find_gallery_path(url: str) -> GalleryPath | None:
     >>> find_gallery_path("/tmp/table.csv") is None
     True
     """
-    from .errors import CPGError
-    from .layout import parse_key
-
     scheme, sep, rest = url.split("?", 1)[0].partition("://")
     segs = [s for s in (rest if sep else scheme).split("/") if s]
     starts = list(range(max(len(segs) - 2, 0)))
