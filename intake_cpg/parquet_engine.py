@@ -1003,23 +1003,28 @@ def read_footer(fs: Any, ref: Any, footer_cache: Any = None) -> pq.FileMetaData:
     """
     job = _job(ref, None, None)
     job.footers = footer_cache
-    if footer_cache is not None and job.etag and job.size is not None:
-        md = footer_cache.get(job.url, job.etag, job.size)
-        if md is not None:
-            return md
     return fetch.run(fs, _footer_of(fs, job))
 
 
+def _cached_footer(job: _Job) -> pq.FileMetaData | None:
+    if job.footers is None or not job.etag or job.size is None:
+        return None
+    return job.footers.get(job.url, job.etag, job.size)
+
+
 async def _footer_of(fs: Any, job: _Job) -> pq.FileMetaData:
-    """``job``'s footer, from ``job.footers`` once the first answer named the version (a
-    bare URL's ETag and size), else fetched and kept there."""
+    """``job``'s footer from ``job.footers`` (by the listing's ETag and size, with no
+    request; for a bare URL, by those of the first answer), else fetched and kept there."""
+    md = _cached_footer(job)
+    if md is not None:
+        return md
+    known = job.etag is not None and job.size is not None
     tail, obj = await fetch.read_tail(fs, job.url, tail_hint(), size=job.size, etag=job.etag,
                                       version_id=job.version_id)  # fmt: skip
     job.etag, job.size = obj.etag or job.etag, obj.size
-    if job.footers is not None and job.etag:
-        md = job.footers.get(job.url, job.etag, job.size)
-        if md is not None:
-            return md
+    md = None if known else _cached_footer(job)  # (a listed version was looked up above)
+    if md is not None:
+        return md
     flen = _footer_length(job.url, tail)
     tail_hint(flen)
     if flen + 8 > len(tail):

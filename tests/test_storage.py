@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from faultproxy import FaultProxy
 
 from intake_cpg import storage
 from intake_cpg.errors import ManifestError, ParameterError, StorageError
@@ -178,7 +179,6 @@ def test_anonymous_listings_page_through_and_match_signed_ones(
     """Every page is read (a page of 2 keys here), keys that need URL encoding come back
     as written, and the entries are those of a signed listing through s3fs and botocore."""
     from intake_cpg import fetch
-    from tests.faultproxy import FaultProxy
 
     b = make_bucket()
     keys = [f"top/f{i}.csv" for i in range(5)] + ["top/a b+c%.csv", "top/d1/x", "top/d2/y/z"]
@@ -200,8 +200,6 @@ def test_anonymous_listings_page_through_and_match_signed_ones(
 
 
 def test_anonymous_listing_errors_name_the_bucket_or_the_cause(moto_server, s3_options):
-    from tests.faultproxy import FaultProxy
-
     with pytest.raises(
         StorageError,
         match=r"cannot list s3://no-such-bucket-0: the bucket does not exist.*NoSuchBucket",
