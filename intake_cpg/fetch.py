@@ -30,6 +30,7 @@ import atexit
 import concurrent.futures
 import errno
 import functools
+import io
 import logging
 import re
 from collections.abc import Sequence
@@ -67,6 +68,10 @@ MAX_PART = 16 * 2**20
 #: 1 MiB cut this process's CPU for the fetch of 40 whole 11 MB plates from 0.51 to 0.44 s
 #: (medians of 6 in-process fetches; fewer, larger reads from the socket).
 READ_BUFFER = 2**20
+#: Bodies this large or larger are copied into one buffer as they arrive (:func:`_sized_body`):
+#: for 40 whole 11 MB plates, 0.29 CPU-s instead of 0.38 and 48 MB of page faults instead
+#: of 239 (medians of 8 in-process fetches, interleaved with ``read()``).
+SIZED_BODY = 2**20
 #: Keys per page of a listing (S3's maximum).
 LIST_PAGE_KEYS = 1000
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -257,10 +262,36 @@ async def _plain(url: str, params: dict[str, str] | None, headers: dict[str, str
                  where: str) -> tuple[bytes, Any]:  # fmt: skip
     """One unsigned GET: the body and the answer's headers, or the error of its status."""
     async with _session().get(url, headers=headers, params=params) as resp:
-        body = await resp.read()
-        if resp.status in (200, 206):
-            return body, resp.headers
-        raise _status_error(resp.status, resp.reason or "", body, where)
+        if resp.status not in (200, 206):
+            raise _status_error(resp.status, resp.reason or "", await resp.read(), where)
+        size = resp.content_length
+        if size is None or size < SIZED_BODY or resp.headers.get("Content-Encoding"):
+            return await resp.read(), resp.headers
+        return await _sized_body(resp.content, size), resp.headers
+
+
+async def _sized_body(content: Any, size: int) -> bytes:
+    """A body of ``size`` announced bytes, each chunk copied into one buffer as it arrives.
+
+    ``aiohttp``'s ``read()`` keeps every chunk until the end and then joins them: two copies
+    of the body in memory at once, the second in fresh pages. Here a chunk is freed once
+    copied (``BytesIO.getvalue()`` then hands the buffer over without copying it). A body
+    that ends early is returned short (the caller's length check retries it); one that
+    runs past ``size`` is an error, never a truncated answer.
+    """
+    buf = io.BytesIO(bytes(size))
+    view = buf.getbuffer()
+    at = 0
+    try:
+        async for chunk in content.iter_any():
+            end = at + len(chunk)
+            if end > size:
+                raise ShortReadError(errno.EIO, f"the body ran past its {size} announced bytes")
+            view[at:end] = chunk
+            at = end
+    finally:
+        view.release()
+    return buf.getvalue() if at == size else buf.getvalue()[:at]
 
 
 async def _raw_get(

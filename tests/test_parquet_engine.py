@@ -114,6 +114,14 @@ def _fs(url: str) -> Any:
     )
 
 
+def _few_retries(url: str) -> Any:
+    """An anonymous fs whose retry budget is 3 attempts (the default's 25, with backoff,
+    take ~90 s to spend)."""
+    return s3fs.S3FileSystem(anon=True, skip_instance_cache=True, retries=3,
+                             client_kwargs={"endpoint_url": url},
+                             config_kwargs={"retries": {"max_attempts": 1}})  # fmt: skip
+
+
 @contextlib.contextmanager
 def _served(moto_server: str, bucket: str, seed: int = 0) -> Iterator[tuple[Any, Any, list]]:
     """The fault proxy in front of the server, an anonymous fs through it, the bucket's refs."""
@@ -233,8 +241,45 @@ def test_short_bodies_are_retried_then_raise(bucket, moto_server):
         proxy.clear()
         proxy.add("truncate", method="GET")  # every time: an error naming the object
         with pytest.raises(StorageError) as exc:
-            parquet_engine.read_parquet(fs, refs[:1], COLS)
+            parquet_engine.read_parquet(_few_retries(proxy.url), refs[:1], COLS)
         assert refs[0].key in str(exc.value)
+
+
+def test_large_bodies_are_read_whole_and_short_ones_retried(make_bucket, s3_admin, moto_server,
+                                                            monkeypatch):  # fmt: skip
+    """Bodies over ``fetch.SIZED_BODY`` are copied into one buffer as they arrive: the bytes
+    are the object's, and a body cut short (``truncate``: the connection closes early;
+    ``short``: a Content-Length that agrees with half a body) is retried, then an error."""
+    b = make_bucket()
+    blob = np.random.default_rng(7).bytes(3 * fetch.SIZED_BODY + 12345)
+    s3_admin.pipe(f"{b}/big.bin", blob)
+    sized = []
+    real = fetch._sized_body
+
+    async def spy(content: Any, size: int) -> bytes:
+        sized.append(size)
+        return await real(content, size)
+
+    monkeypatch.setattr(fetch, "_sized_body", spy)
+    with FaultProxy(moto_server) as proxy:
+        fs = _fs(proxy.url)
+        url = f"{b}/big.bin"
+
+        def whole() -> bytes:
+            body, obj = fetch.run(fs, fetch.read_tail(fs, url, len(blob), size=len(blob)))
+            assert obj.size == len(blob)
+            return body
+
+        assert whole() == blob and sized == [len(blob)]
+        for action in ("truncate", "short"):
+            proxy.add(action, method="GET", count=2)
+            assert whole() == blob, action  # a burst of two: retried
+            proxy.clear()
+        proxy.add("short", method="GET")  # every time: an error naming the object
+        fs = _few_retries(proxy.url)
+        with pytest.raises(StorageError, match="big.bin"):
+            whole()
+    assert len(sized) >= 4
 
 
 @pytest.mark.parametrize("action", ["500", "503", "reset"])

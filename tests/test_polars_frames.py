@@ -198,3 +198,35 @@ def test_an_undecodable_file_in_a_partition_is_named(make_bucket, s3_admin, s3_o
     url = f"{b}/cpg0016-jump/source_4/workspace/profiles/*/*/*.parquet"
     with pytest.raises(DataReadError, match="BR00000001"):
         _load(url, s3_options)
+
+
+@pytest.mark.parametrize("was_on", [True, False])
+def test_a_wide_frame_is_read_without_a_collection_and_the_collector_restored(was_on):
+    """Reading 5,000 columns' dtypes makes 5,000 tracked objects; with the collector paused
+    they set off no collection while they live (with a threshold of 50, one would run every
+    50; at most one runs once it is back on, when they are gone). The collector is left as
+    it was found, on or off."""
+    import gc
+    import threading
+
+    wide = _bytes(pa.table({f"f{i}": [float(i)] for i in range(5000)}))
+    runs: list[int] = []
+
+    def seen(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and threading.current_thread() is threading.main_thread():
+            runs.append(info["generation"])
+
+    frame = polars_frames._pl().read_parquet(io.BytesIO(wide))
+    before = gc.get_threshold()
+    (gc.enable if was_on else gc.disable)()
+    gc.callbacks.append(seen)
+    gc.set_threshold(50)
+    try:
+        decoded = polars_frames._flat(frame)
+        after = gc.isenabled()
+    finally:
+        gc.set_threshold(*before)
+        gc.callbacks.remove(seen)
+        gc.enable()
+    assert decoded is not None and len(decoded.classes) == 5000
+    assert len(runs) <= 1 and after is was_on
