@@ -49,6 +49,19 @@ def _grouped(product: str) -> bool:
     return row.partitioning.group is not None or row.partitioning.files_per_partition > 1
 
 
+def _as_collection_meta(meta: pd.DataFrame) -> dd.DataFrame:
+    """``meta`` (an empty frame) as ``from_map``'s ``meta=``: a dask collection of no
+    partitions holding a copy of it.
+
+    ``dd.from_map`` passes a pandas ``meta`` through ``make_meta``, which builds one Series
+    per column to replace its Arrow-backed arrays: 50-65 ms for a plate's 4,766 columns,
+    before any read can start. For a dask collection ``make_meta`` returns the collection's
+    own meta instead. The copy is made here (0.2 ms), so the collection shares no column
+    with the source's frame.
+    """
+    return dd.from_graph({}, meta.iloc[:0].copy(deep=True), (None,), [], "cpg-meta")
+
+
 class PartitionReader:
     """The function dask calls on a worker: file references in, one pandas partition out.
 
@@ -392,7 +405,7 @@ class ProfilesSource(TableOutputs, DataSource):
             return dd.from_map(
                 self._reader,
                 self._parts,
-                meta=self._meta,
+                meta=_as_collection_meta(self._meta),
                 label="cpg-profiles",
                 enforce_metadata=False,
             )

@@ -51,7 +51,16 @@ def test_plate_equals_direct_read(demo_s3, s3_options, anon):
     assert (df["Metadata_Batch"] == "2021_04_26_Batch1").all()  # added from the path
     pd.testing.assert_frame_equal(df[list(ref.columns)], ref, check_dtype=False)
     assert df["Metadata_Plate"].dtype == STRING_DTYPE
-    assert dict(src.to_dask().dtypes) == dict(df.dtypes)  # meta equals computed
+    ddf = src.to_dask()
+    assert dict(ddf.dtypes) == dict(df.dtypes)  # meta equals computed
+    meta = ddf._meta  # the source's meta, copied: changing one leaves the other as it was
+    assert meta is not src._meta and meta.columns.tolist() == src._meta.columns.tolist()
+    meta["Metadata_Plate"] = meta["Metadata_Plate"].astype(object)
+    assert src._meta["Metadata_Plate"].dtype == STRING_DTYPE
+    assert (
+        ddf[["Metadata_Plate"]].compute()["Metadata_Plate"].tolist()
+        == df["Metadata_Plate"].tolist()
+    )
 
 
 def test_glob_one_partition_per_file(demo_s3, s3_options, anon):
