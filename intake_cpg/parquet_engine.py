@@ -62,8 +62,11 @@ __all__ = [
     "tail_hint",
 ]
 
-#: Suffix bytes read from the first file, before any footer length is known.
-FIRST_TAIL = 64 * 2**10
+#: Suffix bytes read from the first file, before any footer length is known: a gallery
+#: plate's footer (1.4-3 MB for 4,765 columns) in one request, not a 64 KiB probe and then
+#: the rest (one round trip fewer before a load can start). Later files read what the
+#: footers seen so far need (:func:`tail_hint`), never this guess.
+FIRST_TAIL = 4 * 2**20
 #: Files up to this size are read whole in one GET when their size is known.
 WHOLE_FILE = 1 * 2**20
 #: Whole-file reads up to this size are decoded from one contiguous buffer.
@@ -73,18 +76,23 @@ MAX_SCAN_COLUMNS = 64
 _MAGIC = b"PAR1"
 #: Decode whole flat files with polars (``False``: always pyarrow; the benchmark compares both).
 POLARS = os.environ.get("INTAKE_CPG_DECODER", "polars") != "pyarrow"
-_TAIL = {"n": FIRST_TAIL}
+_TAIL: dict[str, int | None] = {"n": None}  # learnt from the footers read so far
 _TAIL_LOCK = threading.Lock()
 
 
 def tail_hint(footer_length: int | None = None) -> int:
-    """The suffix length read per file; learn from ``footer_length`` (bytes) when given."""
+    """The suffix length read per file; learn from ``footer_length`` (bytes) when given.
+
+    Before any footer is seen it is :data:`FIRST_TAIL`; after, the largest footer seen
+    with a margin.
+    """
     if footer_length is not None:
         want = footer_length + 8 + max(4096, footer_length // 32)
         with _TAIL_LOCK:
-            if want > _TAIL["n"]:
+            if _TAIL["n"] is None or want > _TAIL["n"]:
                 _TAIL["n"] = want
-    return _TAIL["n"]
+    n = _TAIL["n"]
+    return FIRST_TAIL if n is None else n
 
 
 @dataclass(slots=True)
@@ -876,7 +884,7 @@ def read_parquet(
         j.footers = footer_cache
 
     async def all_files() -> list[Any]:
-        if len(jobs) > 1 and columns is not None and _TAIL["n"] == FIRST_TAIL:  # learn N first
+        if len(jobs) > 1 and columns is not None and _TAIL["n"] is None:  # learn N first
             first = await _read_one(fs, jobs[0], cache)
             return [first, *await asyncio.gather(*(_read_one(fs, j, cache) for j in jobs[1:]))]
         return await asyncio.gather(*(_read_one(fs, j, cache) for j in jobs))

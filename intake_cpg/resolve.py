@@ -260,16 +260,18 @@ class Gallery:
         return sorted(self._dirs(project))
 
     def present(self, project: str, source: str, products: Iterable[str]) -> set[str]:
-        """Which of the layout ``products`` have their base folder in a source (at most three
-        listings: the source, then ``workspace/`` and ``workspace_dl/`` concurrently)."""
+        """Which of the layout ``products`` have their base folder in a source: one round trip
+        of at most three concurrent listings (the source, ``workspace/`` and
+        ``workspace_dl/``; a stage folder the source lacks lists as empty)."""
         top = f"{layout.validate_name(project, 'project')}/{layout.validate_name(source, 'source')}"
-        stages = set(self._dirs(top))
         bases = {p: layout.PRODUCT_SPECS[p].base for p in products}
-        listing = self.storage.ls_many(
-            f"{top}/{b[0]}" for b in sorted(set(bases.values())) if len(b) > 1 and b[0] in stages
-        )
+        stage_dirs = sorted({b[0] for b in bases.values() if len(b) > 1})
+        listing = self.storage.ls_many([top, *(f"{top}/{d}" for d in stage_dirs)])
+        stages = {e.name for e in listing[top] if e.is_dir}
         second = {
-            p.rsplit("/", 1)[-1]: {e.name for e in es if e.is_dir} for p, es in listing.items()
+            p.rsplit("/", 1)[-1]: {e.name for e in es if e.is_dir}
+            for p, es in listing.items()
+            if p != top
         }
         return {
             product

@@ -77,6 +77,33 @@ def test_products_present_per_source(cat):
     assert list(cat["cpg0016-jump-assembled"]["source_all"]) == ["profiles_assembled"]
 
 
+def test_a_sources_products_are_found_in_one_round_trip(demo_s3, moto_server, fresh):
+    """The source folder and its two stage folders (``workspace/``, ``workspace_dl/``) are
+    listed at once. Each of those listings is held at the proxy until all three have
+    arrived: listed one after another, the first would wait alone and time out."""
+    import threading
+
+    from faultproxy import FaultProxy
+
+    arrived = threading.Barrier(3)
+    waits: list[str] = []
+
+    def together(record: object) -> None:
+        try:
+            arrived.wait(timeout=5)
+            waits.append("together")
+        except threading.BrokenBarrierError:
+            waits.append("alone")
+
+    with FaultProxy(moto_server) as proxy:
+        stage = r"prefix=cpg0016-jump(/|%2F)source_4(/|%2F)(workspace(_dl)?(/|%2F))?(&|$)"
+        proxy.add("hook", method="GET", path=stage, hook=together)
+        opts = {"anon": True, "client_kwargs": {"endpoint_url": proxy.url}}
+        products = list(intake.open_cpg(ROOT, storage_options=opts)["cpg0016-jump"]["source_4"])
+    assert {"profiles", "dl_profiles"} <= set(products)
+    assert waits == ["together"] * 3
+
+
 def test_unknown_names_suggest_close_matches(cat):
     with pytest.raises(ProductNotFoundError, match="did you mean 'cpg0016-jump'") as err:
         cat["cpg0016-jmp"]
