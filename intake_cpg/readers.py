@@ -452,9 +452,9 @@ def dtype_names(df: pd.DataFrame) -> dict[str, str]:
     >>> dtype_names(pd.DataFrame({"n": [1], "x": [1.5], "y": [2.5]}))
     {'n': 'int64', 'x': 'float64', 'y': 'float64'}
     """
-    dtypes = list(df.dtypes)
+    dtypes = df.dtypes.tolist()  # tolist: iterating an Index or a Series is ~10x slower
     named = {t: str(t) for t in set(dtypes)}
-    return dict(zip(df.columns, (named[t] for t in dtypes), strict=True))
+    return dict(zip(df.columns.tolist(), (named[t] for t in dtypes), strict=True))
 
 
 def empty_frame(dtypes: Mapping[str, Any]) -> pd.DataFrame:

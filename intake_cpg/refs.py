@@ -24,11 +24,14 @@ from dataclasses import dataclass
 
 from .errors import CPGError
 from .layout import GalleryPath, parse_key
+from .manifest import version_of
 
 __all__ = ["FileRef"]
 
 #: How a project folder is named (``cpg0016-jump``): where a gallery key starts in a URL.
 _PROJECT_FOLDER = re.compile(r"cpg\d{4}")
+#: The key from the first project folder on, when two segments or more follow it.
+_FROM_PROJECT = re.compile(r"(?:^|/)(cpg\d{4}[^/]*(?:/[^/]+){2,})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,19 +71,32 @@ def find_gallery_path(url: str) -> GalleryPath | None:
     True
     """
     scheme, sep, rest = url.split("?", 1)[0].partition("://")
-    segs = [s for s in (rest if sep else scheme).split("/") if s]
-    starts = list(range(max(len(segs) - 2, 0)))
+    where = rest if sep else scheme
+    at = _FROM_PROJECT.search(where)  # the common case, without splitting the URL
+    if at is not None and "//" not in at.group(1):
+        gp = _known_product(at.group(1))
+        if gp is not None:
+            return gp
+    segs = [s for s in where.split("/") if s]
+    starts = range(max(len(segs) - 2, 0))
     project = next((i for i in starts if _PROJECT_FOLDER.match(segs[i])), None)
     if project is not None:  # where a gallery key starts, most likely: tried first
-        starts.insert(0, starts.pop(project))
+        gp = _known_product("/".join(segs[project:]))
+        if gp is not None:
+            return gp
     for i in starts:
-        try:
-            gp = parse_key("/".join(segs[i:]))
-        except (CPGError, ValueError):
-            continue
-        if gp.product != "other":
+        gp = None if i == project else _known_product("/".join(segs[i:]))
+        if gp is not None:
             return gp
     return None
+
+
+def _known_product(key: str) -> GalleryPath | None:
+    try:
+        gp = parse_key(key)
+    except (CPGError, ValueError):
+        return None
+    return gp if gp.product != "other" else None
 
 
 def ref_from_url(url: str) -> FileRef:
@@ -89,8 +105,6 @@ def ref_from_url(url: str) -> FileRef:
     >>> ref_from_url("s3://b/cpg0016-jump/source_4/workspace/profiles/B1/P1/P1.parquet").path.batch
     'B1'
     """
-    from .manifest import version_of
-
     path = find_gallery_path(url)
     key = path.key if path is not None else url
     return FileRef(key=key, url=url, path=path, version_id=version_of(url))

@@ -859,3 +859,27 @@ def test_tolerant_parse_of_a_url_it_cannot_split_is_other(url):
     assert parse_key(url).product == "other"
     with pytest.raises(GalleryPathError):
         parse_key(url, strict=True)
+
+
+KEY = "cpg0016-jump/source_4/workspace/profiles/2021_04_26_Batch1/BR00117035/BR00117035.parquet"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"s3://cellpainting-gallery/{KEY}",
+        f"s3://bucket/mirror/{KEY}?versionId=abc",
+        f"/data/cpg0001-copies/{KEY}",  # a folder named like a project before the real one
+        f"s3://bucket//{KEY}",
+        f"s3://bucket/{KEY.replace('/workspace/', '/workspace//')}",  # an empty segment
+        f"https://cellpainting-gallery.s3.amazonaws.com/{KEY}",
+    ],
+)
+def test_a_gallery_key_is_found_under_any_prefix(url):
+    """``find_gallery_path`` finds the key wherever it starts in a URL: from the first
+    project folder when that parses (without splitting the URL), else from any segment."""
+    from intake_cpg.refs import find_gallery_path
+
+    gp = find_gallery_path(url)
+    assert gp is not None and gp.key == KEY
+    assert (gp.product, gp.batch, gp.plate) == ("profiles", "2021_04_26_Batch1", "BR00117035")
