@@ -146,7 +146,7 @@ class _CollectorPause:
     ``df.dtypes`` makes one Python object per column (4,765 for a plate) that the collector
     tracks. Made while it runs, they live through its young collections and are promoted to
     the oldest generation, and after a few partitions the promotions set off a collection of
-    the whole heap: 0.12 s with the GIL held, once or twice per 40-plate load. Read with the
+    the whole heap: 0.12 s with the GIL held, once in a 40-plate load here. Read with the
     collector off, they are freed by reference counting before it runs again.
     """
 
