@@ -28,9 +28,8 @@ from .manifest import version_of
 
 __all__ = ["FileRef"]
 
-#: How a project folder is named (``cpg0016-jump``): where a gallery key starts in a URL.
-_PROJECT_FOLDER = re.compile(r"cpg\d{4}")
-#: The key from the first project folder on, when two segments or more follow it.
+#: The key from the first project folder (``cpg0016-jump``) on, when two segments or more
+#: follow it: where a gallery key starts in a URL, most likely.
 _FROM_PROJECT = re.compile(r"(?:^|/)(cpg\d{4}[^/]*(?:/[^/]+){2,})$")
 
 
@@ -72,20 +71,17 @@ def find_gallery_path(url: str) -> GalleryPath | None:
     """
     scheme, sep, rest = url.split("?", 1)[0].partition("://")
     where = rest if sep else scheme
-    at = _FROM_PROJECT.search(where)  # the common case, without splitting the URL
-    if at is not None and "//" not in at.group(1):
-        gp = _known_product(at.group(1))
-        if gp is not None:
-            return gp
-    segs = [s for s in where.split("/") if s]
-    starts = range(max(len(segs) - 2, 0))
-    project = next((i for i in starts if _PROJECT_FOLDER.match(segs[i])), None)
-    if project is not None:  # where a gallery key starts, most likely: tried first
-        gp = _known_product("/".join(segs[project:]))
-        if gp is not None:
-            return gp
-    for i in starts:
-        gp = None if i == project else _known_product("/".join(segs[i:]))
+    if "//" in where or where[:1] == "/" or where[-1:] == "/":  # no empty segments
+        where = "/".join(s for s in where.split("/") if s)
+    at = _FROM_PROJECT.search(where)  # where a gallery key starts, most likely: tried first
+    first = at.group(1) if at is not None else None
+    gp = None if first is None else _known_product(first)
+    if gp is not None:
+        return gp
+    segs = where.split("/")
+    for i in range(max(len(segs) - 2, 0)):
+        key = "/".join(segs[i:])
+        gp = None if key == first else _known_product(key)
         if gp is not None:
             return gp
     return None
